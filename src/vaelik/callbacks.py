@@ -1,0 +1,115 @@
+"""Lightning callbacks: importance-sampled log p(x) every validation epoch, and image grids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+
+from vaelik.evaluation import estimate_examples
+from vaelik.images import image_grid, log_grid
+from vaelik.metrics import bits_per_dim
+
+
+def _due(trainer: pl.Trainer, every_n_epochs: int) -> bool:
+    """True on validation epochs ``every_n_epochs`` apart, and on the last training epoch."""
+    if trainer.sanity_checking:
+        return False
+    epoch = trainer.current_epoch + 1
+    last = trainer.max_epochs is not None and epoch >= trainer.max_epochs
+    return epoch % every_n_epochs == 0 or last
+
+
+class LogLikelihoodCallback(pl.Callback):
+    """Estimate log p(x) on the first ``num_examples`` validation examples at validation epoch end.
+
+    Logs ``val/log_px`` (mean nats per example), ``val/log_px_stderr``, ``val/bpd``
+    (-log p(x) / (D ln 2) of the mean) and ``val/ess`` (mean normalised ESS). The random draws
+    come from a generator reseeded with ``seed`` each time, so epochs are compared on the same
+    noise and the training random stream is left untouched.
+
+    Args:
+        estimator / proposal: as in :mod:`vaelik.estimators` and :mod:`vaelik.proposals`.
+        num_examples: validation examples used (null: all).
+        every_n_epochs: run on every n-th validation epoch (and the last).
+        batch_size: examples per estimator call.
+    """
+
+    def __init__(
+        self,
+        estimator,
+        proposal,
+        num_examples: int | None = 500,
+        every_n_epochs: int = 1,
+        batch_size: int = 100,
+        seed: int = 0,
+    ) -> None:
+        if every_n_epochs < 1:
+            raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
+        if num_examples is not None and num_examples < 1:
+            raise ValueError(f"num_examples must be >= 1 or null, got {num_examples}")
+        self.estimator = estimator
+        self.proposal = proposal
+        self.num_examples = num_examples
+        self.every_n_epochs = every_n_epochs
+        self.batch_size = batch_size
+        self.seed = seed
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not _due(trainer, self.every_n_epochs):
+            return
+        dataset = trainer.datamodule.dataset("val")
+        total = len(dataset) if self.num_examples is None else min(self.num_examples, len(dataset))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            results = estimate_examples(
+                pl_module.model, dataset, self.estimator, self.proposal, range(total),
+                self.batch_size, pl_module.device,
+            )
+        summary = results.summary(trainer.datamodule.num_dims)
+        metrics = {
+            "val/log_px": summary["log_px_mean"],
+            "val/log_px_stderr": summary["log_px_stderr"],
+            "val/bpd": summary["bpd"],
+            "val/ess": summary["ess_mean"],
+        }
+        for key, value in metrics.items():
+            pl_module.log(key, float(value), prog_bar=key in ("val/log_px", "val/bpd"))
+
+
+class ImageGridCallback(pl.Callback):
+    """Save ``samples.png`` (means of p(x|z), z ~ p(z)) and ``reconstructions.png`` (rows of inputs
+    over their reconstructions) under ``output_dir`` at validation epoch end, and log both."""
+
+    def __init__(self, output_dir: str, num_samples: int = 64, every_n_epochs: int = 1) -> None:
+        self.output_dir = Path(output_dir)
+        self.num_samples = num_samples
+        self.every_n_epochs = every_n_epochs
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not _due(trainer, self.every_n_epochs):
+            return
+        datamodule = trainer.datamodule
+        val = datamodule.dataset("val")
+        model = pl_module.model
+        was_training = model.training
+        model.eval()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            samples = model.sample(self.num_samples)
+            nrow = min(8, len(val))
+            n = nrow * max(1, min(self.num_samples // 2, len(val)) // nrow)
+            x = torch.stack([val[i][0] for i in range(n)]).to(pl_module.device)
+            recon = model.reconstruct(x)
+        model.train(was_training)
+        # rows of `nrow` inputs, each followed by a row of their reconstructions
+        pairs = torch.stack([x.unflatten(0, (-1, nrow)), recon.unflatten(0, (-1, nrow))], dim=1)
+        kind = datamodule.kind
+        log_grid(trainer, "samples", image_grid(samples, kind), self.output_dir / "samples.png")
+        log_grid(
+            trainer,
+            "reconstructions",
+            image_grid(pairs.flatten(0, 2), kind, nrow=nrow),
+            self.output_dir / "reconstructions.png",
+        )

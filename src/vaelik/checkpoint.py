@@ -1,0 +1,68 @@
+"""Reading vaelik checkpoints back: the run's config and the VAE's weights, with clear errors."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vaelik.lit_module import CONFIG_KEY
+
+MODEL_PREFIX = "model."
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, unreadable, or does not match the model it should restore."""
+
+
+@dataclass
+class VAECheckpoint:
+    """The resolved training config and the VAE's state dict (keys without the ``model.`` prefix)."""
+
+    path: Path
+    config: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+
+
+def read_checkpoint(path: str | Path) -> VAECheckpoint:
+    """Load a checkpoint written by ``vaelik-train``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"checkpoint {path} does not exist: pass ckpt_path=PATH to a .ckpt file, e.g. "
+            "outputs/train/runs/<time>/checkpoints/last.ckpt"
+        )
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError) as error:
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({type(error).__name__}: {error}); it is corrupt or "
+            "not a PyTorch checkpoint. Use another checkpoint of the run (last.ckpt or best-*.ckpt)."
+        ) from error
+    if not isinstance(raw, dict) or CONFIG_KEY not in raw or "state_dict" not in raw:
+        raise CheckpointError(
+            f"checkpoint {path} was not written by vaelik-train: it has no '{CONFIG_KEY}' entry "
+            "with the run's config, so the model cannot be rebuilt from it"
+        )
+    state = {
+        key[len(MODEL_PREFIX) :]: value
+        for key, value in raw["state_dict"].items()
+        if key.startswith(MODEL_PREFIX)
+    }
+    return VAECheckpoint(path=path, config=raw[CONFIG_KEY], state_dict=state)
+
+
+def load_weights(model: nn.Module, checkpoint: VAECheckpoint) -> None:
+    """Copy the checkpoint's weights into ``model``; any missing, extra or misshapen key fails."""
+    try:
+        model.load_state_dict(checkpoint.state_dict, strict=True)
+    except RuntimeError as error:
+        raise CheckpointError(
+            f"checkpoint {checkpoint.path} does not match the model built from its config: "
+            f"{error}"
+        ) from error

@@ -1,0 +1,43 @@
+"""Where the Hydra config tree lives and the OmegaConf resolvers it uses.
+
+The config tree is the top-level ``conf/`` folder of the repository (the only place defaults
+live). ``VAELIK_CONFIG_DIR`` points elsewhere, for an installed copy or a private config tree.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+_REPO_CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def config_dir() -> str:
+    """Absolute path of the Hydra config tree (``$VAELIK_CONFIG_DIR`` or the repository's ``conf/``)."""
+    override = os.environ.get("VAELIK_CONFIG_DIR")
+    path = Path(override).resolve() if override else _REPO_CONFIG_DIR
+    if not (path / "train.yaml").is_file():
+        raise FileNotFoundError(
+            f"vaelik's config tree was not found at {path} (no train.yaml there). Install vaelik "
+            "from a checkout with `pip install -e .`, or set VAELIK_CONFIG_DIR to a folder holding "
+            "train.yaml and eval.yaml."
+        )
+    return str(path)
+
+
+def register_resolvers() -> None:
+    """Register the ``vaelik.*`` resolvers used by interpolations in ``conf/`` (idempotent).
+
+    - ``${vaelik.mul:a,b,...}``: product of integers, e.g. the encoder's ``2 * latent_dim`` outputs.
+    - ``${vaelik.prod:list}``: product of a list, e.g. the number of dimensions ``D = C * H * W``.
+    """
+    if not OmegaConf.has_resolver("vaelik.mul"):
+        OmegaConf.register_new_resolver("vaelik.mul", lambda *xs: math.prod(int(x) for x in xs))
+    if not OmegaConf.has_resolver("vaelik.prod"):
+        OmegaConf.register_new_resolver("vaelik.prod", lambda xs: math.prod(int(x) for x in xs))
+
+
+register_resolvers()

@@ -1,0 +1,172 @@
+"""The command-line entry points end to end: train, evaluate from the checkpoint, clear failures."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import run_cli, run_cli_failing
+from vaelik import evaluate, train
+
+FAST = [
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=4",
+    "trainer.enable_model_summary=false",
+    "callbacks.log_likelihood.num_examples=30",
+    "estimator.num_samples=16",
+    "data.source.val_size=60",
+    "data.source.test_size=40",
+]
+
+
+def read_metrics(run_dir: Path) -> dict[str, float]:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    """One short training run through the real console script (a fresh process)."""
+    run_dir = tmp_path_factory.mktemp("train") / "run"
+    script = Path(sys.executable).with_name("vaelik-train")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "vaelik.train"]
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    result = subprocess.run(
+        [*command, *FAST, f"hydra.run.dir={run_dir}"], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return run_dir
+
+
+def test_train_writes_config_checkpoints_images_and_metrics(trained_run):
+    for name in ("config.yaml", "checkpoints/last.ckpt", "samples.png", "reconstructions.png", "metrics.json"):
+        assert (trained_run / name).is_file(), name
+    assert list((trained_run / "checkpoints").glob("best-epoch*.ckpt"))
+    with open(next(trained_run.glob("csv/version_*/metrics.csv"))) as handle:
+        columns = csv.DictReader(handle).fieldnames
+    assert {"val/elbo", "val/log_px", "val/bpd", "val/ess"} <= set(columns)
+
+
+def test_callback_metrics_are_finite_and_consistent(trained_run):
+    metrics = read_metrics(trained_run)
+    for key in ("val/elbo", "val/log_px", "val/bpd", "val/ess"):
+        assert math.isfinite(metrics[key]), key
+    assert metrics["val/bpd"] == pytest.approx(-metrics["val/log_px"] / (784 * math.log(2)), rel=1e-5)
+    assert 0 < metrics["val/ess"] <= 1
+    assert metrics["val/log_px"] < 0
+
+
+def test_checkpoint_carries_the_resolved_config(trained_run):
+    ckpt = torch.load(trained_run / "checkpoints/last.ckpt", weights_only=True)
+    config = ckpt["vaelik_config"]
+    assert config["data"]["source"]["_target_"] == "vaelik.data.EmbeddedMNIST"
+    assert config["decoder"]["out_shape"] == [1, 28, 28]
+
+
+def test_eval_from_checkpoint_writes_table_and_summary(trained_run, tmp_path, monkeypatch):
+    out = tmp_path / "eval"
+    run_cli(
+        evaluate.main,
+        [f"ckpt_path={trained_run}/checkpoints/last.ckpt", "estimator.num_samples=50", "estimator.chunk_size=7",
+         "num_examples=25", "batch_size=10", f"hydra.run.dir={out}"],
+        monkeypatch,
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("log_px_mean", "log_px_stderr", "bpd", "num_examples", "num_samples", "estimator",
+                "proposal", "ess_mean", "seconds"):
+        assert key in summary, key
+    assert (summary["num_examples"], summary["num_samples"]) == (25, 50)
+    assert (summary["estimator"], summary["proposal"]) == ("importance", "encoder")
+    with open(out / "per_example.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["index"]) for r in rows] == list(range(25))
+    log_px = torch.tensor([float(r["log_px"]) for r in rows], dtype=torch.float64)
+    assert summary["log_px_mean"] == pytest.approx(log_px.mean().item(), rel=1e-9)
+    assert summary["log_px_stderr"] == pytest.approx(log_px.std().item() / 5, rel=1e-9)
+
+
+def test_eval_with_prior_proposal_is_worse_than_encoder(trained_run, tmp_path, monkeypatch):
+    results = {}
+    for proposal in ("encoder", "prior"):
+        out = tmp_path / proposal
+        run_cli(
+            evaluate.main,
+            [f"ckpt_path={trained_run}/checkpoints/last.ckpt", f"proposal={proposal}",
+             "estimator.num_samples=64", "num_examples=20", "split=val", f"hydra.run.dir={out}"],
+            monkeypatch,
+        )
+        results[proposal] = json.loads((out / "summary.json").read_text())
+    assert results["prior"]["log_px_mean"] < results["encoder"]["log_px_mean"]
+    assert results["prior"]["ess_mean"] < results["encoder"]["ess_mean"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["data=nonexistent"], "Could not find 'data/nonexistent'"),
+        (["estimator=nonexistent"], "Available options"),
+        (["not_a_key=3"], "not_a_key"),
+    ],
+)
+def test_unknown_choices_and_keys_fail_with_hydras_message(argv, message, tmp_path, monkeypatch, capsys):
+    output = run_cli_failing(train.main, [*argv, f"hydra.run.dir={tmp_path}"], monkeypatch, capsys)
+    assert message in output
+
+
+def test_missing_data_offline_fails_with_the_fix(tmp_path, monkeypatch, capsys):
+    output = run_cli_failing(
+        train.main,
+        ["data=binarized_mnist", f"paths.data_dir={tmp_path}/nothing", "data.source.download=false",
+         f"hydra.run.dir={tmp_path}/run"],
+        monkeypatch,
+        capsys,
+    )
+    assert "DataNotFoundError" in output and "set paths.data_dir to a folder holding" in output
+
+
+def test_bernoulli_head_on_8bit_data_fails_at_config_time(mnist_dir, tmp_path, monkeypatch, capsys):
+    output = run_cli_failing(
+        train.main,
+        ["data=mnist", f"paths.data_dir={mnist_dir}", "data.source.val_size=20",
+         f"hydra.run.dir={tmp_path}/run"],
+        monkeypatch,
+        capsys,
+    )
+    assert "IncompatibleDataError" in output and "data.binarize=dynamic" in output
+    assert not (tmp_path / "run/checkpoints").exists()  # failed before any training
+
+
+@pytest.mark.parametrize("data", ["binarized_mnist", "dynamic_mnist"])
+def test_real_dataset_configs_train(data, mnist_dir, binarized_mnist_dir, tmp_path, monkeypatch):
+    data_dir = binarized_mnist_dir if data == "binarized_mnist" else mnist_dir
+    overrides = ["data.source.val_size=20"] if data == "dynamic_mnist" else []
+    run_cli(
+        train.main,
+        [f"data={data}", f"paths.data_dir={data_dir}", "data.source.download=false", "debug=fast",
+         "estimator.num_samples=8", *overrides, f"hydra.run.dir={tmp_path}/run"],
+        monkeypatch,
+    )
+    assert math.isfinite(read_metrics(tmp_path / "run")["val/log_px"])
+
+
+@pytest.mark.parametrize("logger", ["wandb", "tensorboard", "none"])
+def test_loggers_write_their_runs(logger, tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    run_cli(
+        train.main,
+        [f"logger={logger}", "debug=fast", "estimator.num_samples=8", f"hydra.run.dir={run_dir}"],
+        monkeypatch,
+    )
+    if logger == "wandb":
+        offline_runs = list((run_dir / "wandb").glob("offline-run-*"))
+        assert offline_runs and list(offline_runs[0].glob("*.wandb"))
+    elif logger == "tensorboard":
+        assert list(run_dir.glob("tensorboard/version_0/events.out.tfevents.*"))
+    assert (run_dir / "checkpoints/last.ckpt").is_file()

@@ -1,0 +1,120 @@
+"""Importance sampling against exact answers, its K = 1 identity with the ELBO, and its reductions."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from models import all_binary_images, quadrature_log_px, tiny_bernoulli_vae
+from vaelik.diagnostics import log_mean_exp, log_weight_variance, normalized_ess
+from vaelik.estimators import Estimate, ImportanceSampling
+from vaelik.log_weights import importance_log_weights
+from vaelik.proposals import EncoderProposal, PriorProposal
+
+
+def test_quadrature_sums_to_one_over_all_images():
+    """The brute-force reference itself: p(x) over all 2^D images sums to 1."""
+    model = tiny_bernoulli_vae()
+    total = torch.logsumexp(quadrature_log_px(model, all_binary_images()), dim=0)
+    assert abs(total.item()) < 1e-6
+
+
+@pytest.mark.parametrize("proposal", [EncoderProposal(), PriorProposal()], ids=["encoder", "prior"])
+def test_importance_sampling_matches_brute_force_log_px(proposal):
+    model = tiny_bernoulli_vae()
+    x = all_binary_images()[::4]
+    exact = quadrature_log_px(model, x)
+    torch.manual_seed(1)
+    log_w = importance_log_weights(model, x, proposal, num_samples=50_000, chunk_size=7_000)
+    estimate = log_mean_exp(log_w)
+    # delta method: sd of log p_hat ~ sd(w) / (sqrt(K) mean(w))
+    w = torch.exp(log_w - log_w.max(0).values)
+    rel_sd = w.std(0) / (w.mean(0) * math.sqrt(log_w.shape[0]))
+    assert torch.all((estimate - exact).abs() < 5 * rel_sd + 1e-6), (estimate - exact, rel_sd)
+
+
+def test_exp_of_estimate_is_unbiased_for_px():
+    """Mean of p_hat(x) over many independent K=2 estimates equals the exact p(x) (z-test)."""
+    model = tiny_bernoulli_vae()
+    x = all_binary_images()[5:6]
+    exact = quadrature_log_px(model, x).item()
+    torch.manual_seed(2)
+    estimator = ImportanceSampling(num_samples=2, chunk_size=2)
+    p_hat = torch.cat([torch.exp(estimator(model, x.expand(2000, -1, -1, -1), EncoderProposal()).log_px) for _ in range(10)])
+    ratio = p_hat / math.exp(exact)
+    z_score = (ratio.mean() - 1) / (ratio.std() / math.sqrt(ratio.numel()))
+    assert abs(z_score) < 4, z_score
+    # while log p_hat is biased low (Jensen): the IWAE bound
+    assert torch.log(p_hat).mean() < exact
+
+
+def test_k1_equals_single_sample_elbo_on_the_same_draw():
+    model = tiny_bernoulli_vae(latent_dim=2)
+    x = all_binary_images()[:16]
+    torch.manual_seed(3)
+    estimate = ImportanceSampling(num_samples=1)(model, x, EncoderProposal())
+    torch.manual_seed(3)
+    with torch.no_grad():
+        elbo = model.elbo(x, analytic_kl=False).elbo
+    torch.testing.assert_close(estimate.log_px, elbo.double(), rtol=0, atol=1e-5)
+    assert torch.all(estimate.ess == 1.0)
+
+
+def test_estimate_rises_with_k_on_average():
+    model = tiny_bernoulli_vae(latent_dim=2)
+    x = all_binary_images()
+    torch.manual_seed(4)
+    means = [ImportanceSampling(num_samples=k)(model, x, EncoderProposal()).log_px.mean().item() for k in (1, 10, 100, 1000)]
+    assert means == sorted(means), means
+    assert means[-1] - means[0] > 0.1
+
+
+def test_analytic_kl_elbo_has_same_expectation_as_sampled_kl():
+    model = tiny_bernoulli_vae(latent_dim=2)
+    x = all_binary_images()[:8].repeat(2000, 1, 1, 1)
+    torch.manual_seed(5)
+    with torch.no_grad():
+        analytic = model.elbo(x, analytic_kl=True).elbo.mean()
+        sampled = model.elbo(x, analytic_kl=False).elbo.mean()
+    assert abs(analytic - sampled) < 0.05
+
+
+def test_log_mean_exp_ess_and_variance_against_direct_formulas():
+    log_w = torch.tensor(
+        [[0.0, -1000.0], [math.log(3.0), -1001.0], [math.log(0.5), 2000.0]], dtype=torch.float64
+    )
+    w = torch.tensor([1.0, 3.0, 0.5], dtype=torch.float64)
+    lme = log_mean_exp(log_w)
+    assert lme.dtype == torch.float64
+    assert lme[0].item() == pytest.approx(math.log(w.mean().item()), abs=1e-12)
+    assert lme[1].item() == pytest.approx(2000.0 - math.log(3.0), abs=1e-9)  # no overflow
+    ess = normalized_ess(log_w)
+    assert ess[0].item() == pytest.approx((w.sum() ** 2 / (3 * (w**2).sum())).item(), abs=1e-12)
+    assert 1 / 3 - 1e-9 < ess[1].item() < 1 / 3 + 1e-9  # one weight dominates
+    assert log_weight_variance(log_w)[0].item() == pytest.approx(torch.log(w).var().item(), abs=1e-12)
+    est = Estimate.from_log_weights(log_w)
+    assert torch.isfinite(est.log_px).all()
+
+
+def test_extreme_log_weights_stay_finite():
+    log_w = torch.tensor([[-1e6], [1e6], [-1e308]], dtype=torch.float64)
+    est = Estimate.from_log_weights(log_w)
+    assert torch.isfinite(est.log_px).all() and torch.isfinite(est.ess).all()
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5])
+def test_bad_k_or_chunk_fails_clearly(bad):
+    with pytest.raises(ValueError, match="num_samples"):
+        ImportanceSampling(num_samples=bad)
+    with pytest.raises(ValueError, match="chunk_size"):
+        ImportanceSampling(num_samples=4, chunk_size=bad)
+
+
+def test_nan_log_weights_raise():
+    model = tiny_bernoulli_vae()
+    with torch.no_grad():
+        model.decoder.net[-1].bias.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="NaN"):
+        importance_log_weights(model, all_binary_images()[:2], EncoderProposal(), 4, 4)
