@@ -32,7 +32,9 @@ def offline_env(monkeypatch):
     GlobalHydra.instance().clear()
 
 
-def compose_config(name: str = "train", overrides: list[str] | None = None, output_dir: str = "out"):
+def compose_config(
+    name: str = "train", overrides: list[str] | None = None, output_dir: str = "out"
+):
     """Compose ``conf/{name}.yaml`` with overrides, outside a Hydra run (paths.output_dir set)."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):

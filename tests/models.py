@@ -29,7 +29,7 @@ def tiny_bernoulli_vae(latent_dim: int = 1, seed: int = 0) -> VAE:
 
 def all_binary_images() -> torch.Tensor:
     """Every one of the 2^6 binary images of SHAPE: ``[64, 1, 2, 3]``."""
-    codes = torch.arange(2 ** 6)
+    codes = torch.arange(2**6)
     bits = (codes.unsqueeze(1) >> torch.arange(6)) & 1
     return bits.float().reshape(-1, *SHAPE)
 
@@ -40,7 +40,9 @@ def quadrature_log_px(model: VAE, x: torch.Tensor, points: int = 20001) -> torch
     [-10, 10] in float64 (error far below the Monte Carlo tolerances used)."""
     z = torch.linspace(-10, 10, points, dtype=torch.float64)
     log_prior = -0.5 * z**2 - 0.5 * torch.log(torch.tensor(2 * torch.pi, dtype=torch.float64))
-    log_lik = model.decode(z.float().unsqueeze(-1).unsqueeze(-1).expand(-1, x.shape[0], 1)).log_prob(x)
+    log_lik = model.decode(
+        z.float().unsqueeze(-1).unsqueeze(-1).expand(-1, x.shape[0], 1)
+    ).log_prob(x)
     integrand = log_lik.double() + log_prior.unsqueeze(1)  # [points, B]
     dz = z[1] - z[0]
     weights = torch.full((points,), float(dz), dtype=torch.float64)

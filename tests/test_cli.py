@@ -39,14 +39,24 @@ def trained_run(tmp_path_factory) -> Path:
     command = [str(script)] if script.exists() else [sys.executable, "-m", "vaelik.train"]
     env = {**os.environ, "WANDB_MODE": "offline"}
     result = subprocess.run(
-        [*command, *FAST, f"hydra.run.dir={run_dir}"], capture_output=True, text=True, env=env, timeout=600
+        [*command, *FAST, f"hydra.run.dir={run_dir}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return run_dir
 
 
 def test_train_writes_config_checkpoints_images_and_metrics(trained_run):
-    for name in ("config.yaml", "checkpoints/last.ckpt", "samples.png", "reconstructions.png", "metrics.json"):
+    for name in (
+        "config.yaml",
+        "checkpoints/last.ckpt",
+        "samples.png",
+        "reconstructions.png",
+        "metrics.json",
+    ):
         assert (trained_run / name).is_file(), name
     assert list((trained_run / "checkpoints").glob("best-epoch*.ckpt"))
     with open(next(trained_run.glob("csv/version_*/metrics.csv"))) as handle:
@@ -58,7 +68,9 @@ def test_callback_metrics_are_finite_and_consistent(trained_run):
     metrics = read_metrics(trained_run)
     for key in ("val/elbo", "val/log_px", "val/bpd", "val/ess"):
         assert math.isfinite(metrics[key]), key
-    assert metrics["val/bpd"] == pytest.approx(-metrics["val/log_px"] / (784 * math.log(2)), rel=1e-5)
+    assert metrics["val/bpd"] == pytest.approx(
+        -metrics["val/log_px"] / (784 * math.log(2)), rel=1e-5
+    )
     assert 0 < metrics["val/ess"] <= 1
     assert metrics["val/log_px"] < 0
 
@@ -74,13 +86,28 @@ def test_eval_from_checkpoint_writes_table_and_summary(trained_run, tmp_path, mo
     out = tmp_path / "eval"
     run_cli(
         evaluate.main,
-        [f"ckpt_path={trained_run}/checkpoints/last.ckpt", "estimator.num_samples=50", "estimator.chunk_size=7",
-         "num_examples=25", "batch_size=10", f"hydra.run.dir={out}"],
+        [
+            f"ckpt_path={trained_run}/checkpoints/last.ckpt",
+            "estimator.num_samples=50",
+            "estimator.chunk_size=7",
+            "num_examples=25",
+            "batch_size=10",
+            f"hydra.run.dir={out}",
+        ],
         monkeypatch,
     )
     summary = json.loads((out / "summary.json").read_text())
-    for key in ("log_px_mean", "log_px_stderr", "bpd", "num_examples", "num_samples", "estimator",
-                "proposal", "ess_mean", "seconds"):
+    for key in (
+        "log_px_mean",
+        "log_px_stderr",
+        "bpd",
+        "num_examples",
+        "num_samples",
+        "estimator",
+        "proposal",
+        "ess_mean",
+        "seconds",
+    ):
         assert key in summary, key
     assert (summary["num_examples"], summary["num_samples"]) == (25, 50)
     assert (summary["estimator"], summary["proposal"]) == ("importance", "encoder")
@@ -98,8 +125,14 @@ def test_eval_with_prior_proposal_is_worse_than_encoder(trained_run, tmp_path, m
         out = tmp_path / proposal
         run_cli(
             evaluate.main,
-            [f"ckpt_path={trained_run}/checkpoints/last.ckpt", f"proposal={proposal}",
-             "estimator.num_samples=64", "num_examples=20", "split=val", f"hydra.run.dir={out}"],
+            [
+                f"ckpt_path={trained_run}/checkpoints/last.ckpt",
+                f"proposal={proposal}",
+                "estimator.num_samples=64",
+                "num_examples=20",
+                "split=val",
+                f"hydra.run.dir={out}",
+            ],
             monkeypatch,
         )
         results[proposal] = json.loads((out / "summary.json").read_text())
@@ -115,7 +148,9 @@ def test_eval_with_prior_proposal_is_worse_than_encoder(trained_run, tmp_path, m
         (["not_a_key=3"], "not_a_key"),
     ],
 )
-def test_unknown_choices_and_keys_fail_with_hydras_message(argv, message, tmp_path, monkeypatch, capsys):
+def test_unknown_choices_and_keys_fail_with_hydras_message(
+    argv, message, tmp_path, monkeypatch, capsys
+):
     output = run_cli_failing(train.main, [*argv, f"hydra.run.dir={tmp_path}"], monkeypatch, capsys)
     assert message in output
 
@@ -123,8 +158,12 @@ def test_unknown_choices_and_keys_fail_with_hydras_message(argv, message, tmp_pa
 def test_missing_data_offline_fails_with_the_fix(tmp_path, monkeypatch, capsys):
     output = run_cli_failing(
         train.main,
-        ["data=binarized_mnist", f"paths.data_dir={tmp_path}/nothing", "data.source.download=false",
-         f"hydra.run.dir={tmp_path}/run"],
+        [
+            "data=binarized_mnist",
+            f"paths.data_dir={tmp_path}/nothing",
+            "data.source.download=false",
+            f"hydra.run.dir={tmp_path}/run",
+        ],
         monkeypatch,
         capsys,
     )
@@ -134,8 +173,12 @@ def test_missing_data_offline_fails_with_the_fix(tmp_path, monkeypatch, capsys):
 def test_bernoulli_head_on_8bit_data_fails_at_config_time(mnist_dir, tmp_path, monkeypatch, capsys):
     output = run_cli_failing(
         train.main,
-        ["data=mnist", f"paths.data_dir={mnist_dir}", "data.source.val_size=20",
-         f"hydra.run.dir={tmp_path}/run"],
+        [
+            "data=mnist",
+            f"paths.data_dir={mnist_dir}",
+            "data.source.val_size=20",
+            f"hydra.run.dir={tmp_path}/run",
+        ],
         monkeypatch,
         capsys,
     )
@@ -149,8 +192,15 @@ def test_real_dataset_configs_train(data, mnist_dir, binarized_mnist_dir, tmp_pa
     overrides = ["data.source.val_size=20"] if data == "dynamic_mnist" else []
     run_cli(
         train.main,
-        [f"data={data}", f"paths.data_dir={data_dir}", "data.source.download=false", "debug=fast",
-         "estimator.num_samples=8", *overrides, f"hydra.run.dir={tmp_path}/run"],
+        [
+            f"data={data}",
+            f"paths.data_dir={data_dir}",
+            "data.source.download=false",
+            "debug=fast",
+            "estimator.num_samples=8",
+            *overrides,
+            f"hydra.run.dir={tmp_path}/run",
+        ],
         monkeypatch,
     )
     assert math.isfinite(read_metrics(tmp_path / "run")["val/log_px"])

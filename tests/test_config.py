@@ -13,8 +13,19 @@ from vaelik.config import config_dir
 
 CONF = Path(config_dir())
 TRAIN_GROUPS = [
-    "data", "likelihood", "encoder", "decoder", "proposal", "estimator",
-    "optim", "trainer", "logger", "callbacks", "paths", "experiment", "debug",
+    "data",
+    "likelihood",
+    "encoder",
+    "decoder",
+    "proposal",
+    "estimator",
+    "optim",
+    "trainer",
+    "logger",
+    "callbacks",
+    "paths",
+    "experiment",
+    "debug",
 ]
 NOT_BUILDABLE_HERE = {("trainer", "gpu")}  # needs a GPU
 

@@ -1,4 +1,4 @@
-"""Dataset loaders on files written in the real formats, binarization, and the missing-data errors."""
+"""Dataset loaders on files in the real formats, binarization, and the missing-data errors."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import write_amat
-from vaelik.data import BinarizedMNIST, DataNotFoundError, EmbeddedMNIST, ImageDataModule, MNIST
+from vaelik.data import MNIST, BinarizedMNIST, DataNotFoundError, EmbeddedMNIST, ImageDataModule
 from vaelik.data import binarized_mnist as bm
 from vaelik.data.binarize import ImageTensorDataset
 
@@ -18,7 +18,11 @@ from vaelik.data.binarize import ImageTensorDataset
 def test_mnist_reads_idx_files_and_holds_out_validation(mnist_dir):
     source = MNIST(str(mnist_dir), download=False, val_size=20)
     train, val, test = (source.load(s) for s in ("train", "val", "test"))
-    assert (train.shape, val.shape, test.shape) == ((100, 1, 28, 28), (20, 1, 28, 28), (30, 1, 28, 28))
+    assert (train.shape, val.shape, test.shape) == (
+        (100, 1, 28, 28),
+        (20, 1, 28, 28),
+        (30, 1, 28, 28),
+    )
     assert train.dtype == torch.uint8 and int(train.max()) > 1
     raw = (mnist_dir / "MNIST/raw/t10k-images-idx3-ubyte").read_bytes()[16:]
     assert torch.equal(test.flatten(), torch.frombuffer(bytearray(raw), dtype=torch.uint8))
@@ -90,7 +94,9 @@ def test_binarized_mnist_downloads_and_checks_sha256(tmp_path, monkeypatch):
         BinarizedMNIST(str(data_dir)).load("test")
     assert urls == [f"{bm.BASE_URL}/binarized_mnist_test.amat"]
     assert not (data_dir / "BinarizedMNIST/binarized_mnist_test.amat").exists()
-    monkeypatch.setitem(bm.SHA256, "binarized_mnist_test.amat", __import__("hashlib").sha256(payload).hexdigest())
+    monkeypatch.setitem(
+        bm.SHA256, "binarized_mnist_test.amat", __import__("hashlib").sha256(payload).hexdigest()
+    )
     assert BinarizedMNIST(str(data_dir)).load("test").shape == (3, 1, 28, 28)
 
 
@@ -109,8 +115,12 @@ def test_binarization_modes():
     assert none[3][0].item() == 255.0 and none[3][1] == 3
     threshold = ImageTensorDataset(images, "8bit", "threshold")
     assert [threshold[i][0].item() for i in range(4)] == [0, 0, 1, 1]
-    static = [ImageTensorDataset(images.repeat(500, 1, 1, 1), "8bit", "static", seed=s) for s in (0, 0, 1)]
-    assert torch.equal(static[0].data, static[1].data) and not torch.equal(static[0].data, static[2].data)
+    static = [
+        ImageTensorDataset(images.repeat(500, 1, 1, 1), "8bit", "static", seed=s) for s in (0, 0, 1)
+    ]
+    assert torch.equal(static[0].data, static[1].data) and not torch.equal(
+        static[0].data, static[2].data
+    )
     dynamic = ImageTensorDataset(images.repeat(2000, 1, 1, 1), "8bit", "dynamic")
     draws = torch.stack([dynamic[i][0] for i in range(1, 8000, 4)])  # all the 100/255 pixels
     assert abs(draws.mean().item() - 100 / 255) < 0.04
@@ -119,10 +129,14 @@ def test_binarization_modes():
 
 
 def test_datamodule_kind_and_shape_check(binarized_mnist_dir):
-    good = ImageDataModule(BinarizedMNIST(str(binarized_mnist_dir), download=False), shape=[1, 28, 28])
+    good = ImageDataModule(
+        BinarizedMNIST(str(binarized_mnist_dir), download=False), shape=[1, 28, 28]
+    )
     assert good.kind == "binary" and good.num_dims == 784
     x, index = next(iter(good.loader("val")))
     assert x.shape == (40, 1, 28, 28) and index.tolist() == list(range(40))
-    bad = ImageDataModule(BinarizedMNIST(str(binarized_mnist_dir), download=False), shape=[3, 32, 32])
+    bad = ImageDataModule(
+        BinarizedMNIST(str(binarized_mnist_dir), download=False), shape=[3, 32, 32]
+    )
     with pytest.raises(ValueError, match="data.shape"):
         bad.dataset("train")

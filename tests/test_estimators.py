@@ -1,4 +1,4 @@
-"""Importance sampling against exact answers, its K = 1 identity with the ELBO, and its reductions."""
+"""Importance sampling against exact answers, its K = 1 identity with the ELBO, reductions."""
 
 from __future__ import annotations
 
@@ -42,7 +42,12 @@ def test_exp_of_estimate_is_unbiased_for_px():
     exact = quadrature_log_px(model, x).item()
     torch.manual_seed(2)
     estimator = ImportanceSampling(num_samples=2, chunk_size=2)
-    p_hat = torch.cat([torch.exp(estimator(model, x.expand(2000, -1, -1, -1), EncoderProposal()).log_px) for _ in range(10)])
+    p_hat = torch.cat(
+        [
+            torch.exp(estimator(model, x.expand(2000, -1, -1, -1), EncoderProposal()).log_px)
+            for _ in range(10)
+        ]
+    )
     ratio = p_hat / math.exp(exact)
     z_score = (ratio.mean() - 1) / (ratio.std() / math.sqrt(ratio.numel()))
     assert abs(z_score) < 4, z_score
@@ -66,7 +71,10 @@ def test_estimate_rises_with_k_on_average():
     model = tiny_bernoulli_vae(latent_dim=2)
     x = all_binary_images()
     torch.manual_seed(4)
-    means = [ImportanceSampling(num_samples=k)(model, x, EncoderProposal()).log_px.mean().item() for k in (1, 10, 100, 1000)]
+    means = [
+        ImportanceSampling(num_samples=k)(model, x, EncoderProposal()).log_px.mean().item()
+        for k in (1, 10, 100, 1000)
+    ]
     assert means == sorted(means), means
     assert means[-1] - means[0] > 0.1
 
@@ -93,7 +101,9 @@ def test_log_mean_exp_ess_and_variance_against_direct_formulas():
     ess = normalized_ess(log_w)
     assert ess[0].item() == pytest.approx((w.sum() ** 2 / (3 * (w**2).sum())).item(), abs=1e-12)
     assert 1 / 3 - 1e-9 < ess[1].item() < 1 / 3 + 1e-9  # one weight dominates
-    assert log_weight_variance(log_w)[0].item() == pytest.approx(torch.log(w).var().item(), abs=1e-12)
+    assert log_weight_variance(log_w)[0].item() == pytest.approx(
+        torch.log(w).var().item(), abs=1e-12
+    )
     est = Estimate.from_log_weights(log_w)
     assert torch.isfinite(est.log_px).all()
 

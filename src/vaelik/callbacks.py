@@ -9,7 +9,6 @@ import torch
 
 from vaelik.evaluation import estimate_examples
 from vaelik.images import image_grid, log_grid
-from vaelik.metrics import bits_per_dim
 
 
 def _due(trainer: pl.Trainer, every_n_epochs: int) -> bool:
@@ -64,8 +63,13 @@ class LogLikelihoodCallback(pl.Callback):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             results = estimate_examples(
-                pl_module.model, dataset, self.estimator, self.proposal, range(total),
-                self.batch_size, pl_module.device,
+                pl_module.model,
+                dataset,
+                self.estimator,
+                self.proposal,
+                range(total),
+                self.batch_size,
+                pl_module.device,
             )
         summary = results.summary(trainer.datamodule.num_dims)
         metrics = {

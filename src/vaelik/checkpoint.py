@@ -22,7 +22,7 @@ class CheckpointError(ValueError):
 
 @dataclass
 class VAECheckpoint:
-    """The resolved training config and the VAE's state dict (keys without the ``model.`` prefix)."""
+    """The resolved training config and the VAE's state dict (keys without ``model.``)."""
 
     path: Path
     config: dict[str, Any]
@@ -39,10 +39,17 @@ def read_checkpoint(path: str | Path) -> VAECheckpoint:
         )
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError) as error:
+    except (
+        RuntimeError,
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+        EOFError,
+        ValueError,
+    ) as error:
         raise CheckpointError(
             f"checkpoint {path} cannot be read ({type(error).__name__}: {error}); it is corrupt or "
-            "not a PyTorch checkpoint. Use another checkpoint of the run (last.ckpt or best-*.ckpt)."
+            "not a PyTorch checkpoint. Use another checkpoint of the run (last.ckpt or "
+            "best-*.ckpt)."
         ) from error
     if not isinstance(raw, dict) or CONFIG_KEY not in raw or "state_dict" not in raw:
         raise CheckpointError(
@@ -63,6 +70,5 @@ def load_weights(model: nn.Module, checkpoint: VAECheckpoint) -> None:
         model.load_state_dict(checkpoint.state_dict, strict=True)
     except RuntimeError as error:
         raise CheckpointError(
-            f"checkpoint {checkpoint.path} does not match the model built from its config: "
-            f"{error}"
+            f"checkpoint {checkpoint.path} does not match the model built from its config: {error}"
         ) from error

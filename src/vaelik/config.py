@@ -16,7 +16,7 @@ _REPO_CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def config_dir() -> str:
-    """Absolute path of the Hydra config tree (``$VAELIK_CONFIG_DIR`` or the repository's ``conf/``)."""
+    """Absolute path of the config tree: ``$VAELIK_CONFIG_DIR`` or the repository's ``conf/``."""
     override = os.environ.get("VAELIK_CONFIG_DIR")
     path = Path(override).resolve() if override else _REPO_CONFIG_DIR
     if not (path / "train.yaml").is_file():

@@ -1,4 +1,4 @@
-"""Reductions of log-weights ``[K, B]`` computed in float64: log-mean-exp, ESS, variance of log w."""
+"""Reductions of log-weights ``[K, B]`` in float64: log-mean-exp, ESS, variance of log w."""
 
 from __future__ import annotations
 

@@ -58,7 +58,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     count = len(dataset) if cfg.num_examples is None else min(int(cfg.num_examples), len(dataset))
     torch.manual_seed(cfg.seed)
     start = time.perf_counter()
-    results = estimate_examples(model, dataset, estimator, proposal, range(count), cfg.batch_size, device)
+    results = estimate_examples(
+        model, dataset, estimator, proposal, range(count), cfg.batch_size, device
+    )
     seconds = time.perf_counter() - start
 
     summary: dict[str, Any] = {

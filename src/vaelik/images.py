@@ -1,4 +1,4 @@
-"""Sample and reconstruction grids: written as PNG files and sent to the loggers that show images."""
+"""Sample and reconstruction grids: written as PNG files and sent to loggers that show images."""
 
 from __future__ import annotations
 

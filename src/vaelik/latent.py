@@ -1,4 +1,4 @@
-"""Distributions over the latent z: the standard-normal prior and the diagonal-Gaussian posterior."""
+"""Distributions over the latent z: the standard-normal prior, the diagonal-Gaussian posterior."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from torch.distributions import Distribution, Independent, Normal
 
 class StandardNormal(nn.Module):
     """The prior p(z) = N(0, I_L), as a distribution with event shape ``[L]``."""
+
+    loc: torch.Tensor
+    scale: torch.Tensor
 
     def __init__(self, latent_dim: int) -> None:
         super().__init__()

@@ -43,8 +43,8 @@ class BernoulliImage(Distribution):
     def mean(self) -> torch.Tensor:
         return torch.sigmoid(self.logits)
 
-    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
-        shape = self._extended_shape(sample_shape)
+    def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
+        shape = self._extended_shape(torch.Size(sample_shape))
         with torch.no_grad():
             return torch.bernoulli(torch.sigmoid(self.logits).expand(shape))
 

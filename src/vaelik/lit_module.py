@@ -65,8 +65,15 @@ class VAELitModule(pl.LightningModule):
             sync_dist=not on_step,
             batch_size=x.shape[0],
         )
-        self.log(f"{split}/loss", -elbo, prog_bar=True, on_step=on_step, on_epoch=True,
-                 sync_dist=not on_step, batch_size=x.shape[0])
+        self.log(
+            f"{split}/loss",
+            -elbo,
+            prog_bar=True,
+            on_step=on_step,
+            on_epoch=True,
+            sync_dist=not on_step,
+            batch_size=x.shape[0],
+        )
         return -elbo
 
     def training_step(self, batch, batch_idx):

@@ -1,4 +1,4 @@
-"""The VAE as a plain nn.Module: it composes encoder, posterior, prior, decoder and likelihood head."""
+"""The VAE as a plain nn.Module composing encoder, posterior, prior, decoder and likelihood head."""
 
 from __future__ import annotations
 

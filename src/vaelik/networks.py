@@ -3,6 +3,7 @@ decoders map latents ``[N, L]`` to likelihood parameters ``[N, P, H, W]``."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -13,11 +14,13 @@ ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU, "tanh": nn.Tanh,
 
 
 def mlp(sizes: Sequence[int], activation: str) -> nn.Sequential:
-    """Linear layers ``sizes[0] -> ... -> sizes[-1]`` with ``activation`` between them (not after)."""
+    """Linear layers ``sizes[0] -> ... -> sizes[-1]``, ``activation`` between them (not after)."""
     if activation not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}: choose one of {', '.join(ACTIVATIONS)}")
+        raise ValueError(
+            f"unknown activation {activation!r}: choose one of {', '.join(ACTIVATIONS)}"
+        )
     layers: list[nn.Module] = []
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
         if i > 0:
             layers.append(ACTIVATIONS[activation]())
         layers.append(nn.Linear(fan_in, fan_out))

@@ -20,7 +20,7 @@ class EncoderProposal:
 
 
 class PriorProposal:
-    """r(z|x) = p(z): naive Monte Carlo from the prior (seed eq. 7); fine in 2-D, hopeless in 50-D."""
+    """r(z|x) = p(z): naive Monte Carlo from the prior (seed eq. 7); fine in 2-D, not in 50-D."""
 
     name = "prior"
 

@@ -41,6 +41,8 @@ def train(cfg: DictConfig) -> float | None:
         config=resolved,
     )
     loggers = build_all(cfg.get("logger"))
+    for logger in loggers:
+        logger.log_hyperparams(resolved)
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=build_all(cfg.get("callbacks")), logger=loggers or False
     )
