@@ -21,7 +21,7 @@ FAST = [
     "trainer.limit_train_batches=4",
     "trainer.enable_model_summary=false",
     "callbacks.log_likelihood.num_examples=30",
-    "estimator.num_samples=16",
+    "callbacks.log_likelihood.num_samples=16",
     "data.source.val_size=60",
     "data.source.test_size=40",
 ]
@@ -119,25 +119,34 @@ def test_eval_from_checkpoint_writes_table_and_summary(trained_run, tmp_path, mo
     assert summary["log_px_stderr"] == pytest.approx(log_px.std().item() / 5, rel=1e-9)
 
 
-def test_eval_with_prior_proposal_is_worse_than_encoder(trained_run, tmp_path, monkeypatch):
-    results = {}
-    for proposal in ("encoder", "prior"):
-        out = tmp_path / proposal
-        run_cli(
-            evaluate.main,
-            [
-                f"ckpt_path={trained_run}/checkpoints/last.ckpt",
-                f"proposal={proposal}",
-                "estimator.num_samples=64",
-                "num_examples=20",
-                "split=val",
-                f"hydra.run.dir={out}",
-            ],
-            monkeypatch,
-        )
-        results[proposal] = json.loads((out / "summary.json").read_text())
-    assert results["prior"]["log_px_mean"] < results["encoder"]["log_px_mean"]
-    assert results["prior"]["ess_mean"] < results["encoder"]["ess_mean"]
+@pytest.mark.parametrize(
+    ("choices", "reported"),
+    [
+        (["proposal=student_t", "proposal.df=3"], ("importance", "student_t")),
+        (["proposal=defensive"], ("importance", "defensive")),
+        (["estimator=prior"], ("prior", "prior")),
+        (["estimator=ais", "estimator.num_steps=5", "estimator.num_samples=4"], ("ais", "encoder")),
+    ],
+)
+def test_eval_with_other_estimators_and_proposals(
+    trained_run, tmp_path, monkeypatch, choices, reported
+):
+    out = tmp_path / "eval"
+    run_cli(
+        evaluate.main,
+        [
+            f"ckpt_path={trained_run}/checkpoints/last.ckpt",
+            "estimator.num_samples=30",
+            *choices,
+            "num_examples=6",
+            "split=val",
+            f"hydra.run.dir={out}",
+        ],
+        monkeypatch,
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["estimator"], summary["proposal"]) == reported
+    assert math.isfinite(summary["log_px_mean"]) and summary["num_examples"] == 6
 
 
 @pytest.mark.parametrize(
@@ -197,7 +206,6 @@ def test_real_dataset_configs_train(data, mnist_dir, binarized_mnist_dir, tmp_pa
             f"paths.data_dir={data_dir}",
             "data.source.download=false",
             "debug=fast",
-            "estimator.num_samples=8",
             *overrides,
             f"hydra.run.dir={tmp_path}/run",
         ],
@@ -211,7 +219,7 @@ def test_loggers_write_their_runs(logger, tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     run_cli(
         train.main,
-        [f"logger={logger}", "debug=fast", "estimator.num_samples=8", f"hydra.run.dir={run_dir}"],
+        [f"logger={logger}", "debug=fast", f"hydra.run.dir={run_dir}"],
         monkeypatch,
     )
     if logger == "wandb":

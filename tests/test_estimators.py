@@ -10,8 +10,10 @@ import torch
 from models import all_binary_images, quadrature_log_px, tiny_bernoulli_vae
 from vaelik.diagnostics import log_mean_exp, log_weight_variance, normalized_ess
 from vaelik.estimators import Estimate, ImportanceSampling
+from vaelik.latent import slice_batch
 from vaelik.log_weights import importance_log_weights
 from vaelik.proposals import EncoderProposal, PriorProposal
+from vaelik.streams import keyed_draws, stream_key
 
 
 def test_quadrature_sums_to_one_over_all_images():
@@ -26,8 +28,8 @@ def test_importance_sampling_matches_brute_force_log_px(proposal):
     model = tiny_bernoulli_vae()
     x = all_binary_images()[::4]
     exact = quadrature_log_px(model, x)
-    torch.manual_seed(1)
-    log_w = importance_log_weights(model, x, proposal, num_samples=50_000, chunk_size=7_000)
+    index = torch.arange(len(x))
+    log_w = importance_log_weights(model, x, index, proposal, num_samples=50_000, chunk_size=7_000)
     estimate = log_mean_exp(log_w)
     # delta method: sd of log p_hat ~ sd(w) / (sqrt(K) mean(w))
     w = torch.exp(log_w - log_w.max(0).values)
@@ -40,14 +42,9 @@ def test_exp_of_estimate_is_unbiased_for_px():
     model = tiny_bernoulli_vae()
     x = all_binary_images()[5:6]
     exact = quadrature_log_px(model, x).item()
-    torch.manual_seed(2)
-    estimator = ImportanceSampling(num_samples=2, chunk_size=2)
-    p_hat = torch.cat(
-        [
-            torch.exp(estimator(model, x.expand(2000, -1, -1, -1), EncoderProposal()).log_px)
-            for _ in range(10)
-        ]
-    )
+    estimator = ImportanceSampling(num_samples=2)
+    copies = x.expand(20_000, -1, -1, -1)  # independent streams: one per index
+    p_hat = torch.exp(estimator(model, copies, torch.arange(20_000), EncoderProposal()).log_px)
     ratio = p_hat / math.exp(exact)
     z_score = (ratio.mean() - 1) / (ratio.std() / math.sqrt(ratio.numel()))
     assert abs(z_score) < 4, z_score
@@ -58,11 +55,15 @@ def test_exp_of_estimate_is_unbiased_for_px():
 def test_k1_equals_single_sample_elbo_on_the_same_draw():
     model = tiny_bernoulli_vae(latent_dim=2)
     x = all_binary_images()[:16]
-    torch.manual_seed(3)
-    estimate = ImportanceSampling(num_samples=1)(model, x, EncoderProposal())
-    torch.manual_seed(3)
+    index = torch.arange(100, 116)
+    estimate = ImportanceSampling(num_samples=1, seed=7)(model, x, index, EncoderProposal())
+    # the same draw, from the documented streams: example i's draws come from stream (seed, i)
     with torch.no_grad():
-        elbo = model.elbo(x, analytic_kl=False).elbo
+        posterior = model.encode(x)
+        singles = [slice_batch(posterior, slice(p, p + 1)) for p in range(len(x))]
+        keys = [stream_key(7, int(i)) for i in index]
+        z = keyed_draws(lambda p, n: singles[p].sample((n,))[:, 0], keys, 0, 1)[0]
+        elbo = model.elbo(x, analytic_kl=False, z=z).elbo
     torch.testing.assert_close(estimate.log_px, elbo.double(), rtol=0, atol=1e-5)
     assert torch.all(estimate.ess == 1.0)
 
@@ -70,9 +71,9 @@ def test_k1_equals_single_sample_elbo_on_the_same_draw():
 def test_estimate_rises_with_k_on_average():
     model = tiny_bernoulli_vae(latent_dim=2)
     x = all_binary_images()
-    torch.manual_seed(4)
+    index = torch.arange(len(x))
     means = [
-        ImportanceSampling(num_samples=k)(model, x, EncoderProposal()).log_px.mean().item()
+        ImportanceSampling(num_samples=k)(model, x, index, EncoderProposal()).log_px.mean().item()
         for k in (1, 10, 100, 1000)
     ]
     assert means == sorted(means), means
@@ -127,4 +128,5 @@ def test_nan_log_weights_raise():
     with torch.no_grad():
         model.decoder.net[-1].bias.fill_(float("nan"))
     with pytest.raises(FloatingPointError, match="NaN"):
-        importance_log_weights(model, all_binary_images()[:2], EncoderProposal(), 4, 4)
+        x = all_binary_images()[:2]
+        importance_log_weights(model, x, torch.arange(2), EncoderProposal(), 4, 4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -9,6 +10,7 @@ import torch
 
 from vaelik.evaluation import estimate_examples
 from vaelik.images import image_grid, log_grid
+from vaelik.log_weights import check_positive
 
 
 def _due(trainer: pl.Trainer, every_n_epochs: int) -> bool:
@@ -24,12 +26,14 @@ class LogLikelihoodCallback(pl.Callback):
     """Estimate log p(x) on the first ``num_examples`` validation examples at validation epoch end.
 
     Logs ``val/log_px`` (mean nats per example), ``val/log_px_stderr``, ``val/bpd``
-    (-log p(x) / (D ln 2) of the mean) and ``val/ess`` (mean normalised ESS). The random draws
-    come from a generator reseeded with ``seed`` each time, so epochs are compared on the same
-    noise and the training random stream is left untouched.
+    (-log p(x) / (D ln 2) of the mean), ``val/ess`` (mean normalised ESS) and ``val/khat``
+    (mean PSIS k-hat, when K >= 25). The draws come from per-example streams keyed by the
+    estimator's seed and the example's index, so every epoch is scored on the same noise and
+    the training random stream is left untouched.
 
     Args:
         estimator / proposal: as in :mod:`vaelik.estimators` and :mod:`vaelik.proposals`.
+        num_samples: K for this per-epoch estimate, replacing the estimator's (None keeps it).
         num_examples: validation examples used (null: all).
         every_n_epochs: run on every n-th validation epoch (and the last).
         batch_size: examples per estimator call.
@@ -39,46 +43,49 @@ class LogLikelihoodCallback(pl.Callback):
         self,
         estimator,
         proposal,
+        num_samples: int | None = 128,
         num_examples: int | None = 500,
         every_n_epochs: int = 1,
         batch_size: int = 100,
-        seed: int = 0,
     ) -> None:
         if every_n_epochs < 1:
             raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
         if num_examples is not None and num_examples < 1:
             raise ValueError(f"num_examples must be >= 1 or null, got {num_examples}")
+        if num_samples is not None:
+            estimator = copy.copy(estimator)
+            estimator.num_samples = check_positive("num_samples (K)", num_samples)
         self.estimator = estimator
         self.proposal = proposal
         self.num_examples = num_examples
         self.every_n_epochs = every_n_epochs
         self.batch_size = batch_size
-        self.seed = seed
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not _due(trainer, self.every_n_epochs):
             return
         dataset = trainer.datamodule.dataset("val")
         total = len(dataset) if self.num_examples is None else min(self.num_examples, len(dataset))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            results = estimate_examples(
-                pl_module.model,
-                dataset,
-                self.estimator,
-                self.proposal,
-                range(total),
-                self.batch_size,
-                pl_module.device,
-            )
+        results = estimate_examples(
+            pl_module.model,
+            dataset,
+            self.estimator,
+            self.proposal,
+            range(total),
+            self.batch_size,
+            pl_module.device,
+        )
         summary = results.summary(trainer.datamodule.num_dims)
         metrics = {
             "val/log_px": summary["log_px_mean"],
             "val/log_px_stderr": summary["log_px_stderr"],
             "val/bpd": summary["bpd"],
             "val/ess": summary["ess_mean"],
+            "val/khat": summary["khat_mean"],
         }
         for key, value in metrics.items():
+            if value is None:
+                continue
             pl_module.log(key, float(value), prog_bar=key in ("val/log_px", "val/bpd"))
 
 

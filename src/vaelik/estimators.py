@@ -1,7 +1,8 @@
 """Estimators of the marginal likelihood log p(x), per example.
 
-Every estimator returns an :class:`Estimate`; it sees only log-weights, so a new proposal or
-likelihood head needs no change here.
+Every estimator maps ``(model, x [B, C, H, W], index [B], proposal)`` to an :class:`Estimate`
+built from log-weights ``[K, B]``, so a new proposal or likelihood head needs no change here.
+Annealed importance sampling lives in :mod:`vaelik.ais`.
 """
 
 from __future__ import annotations
@@ -10,18 +11,20 @@ from dataclasses import dataclass
 
 import torch
 
-from vaelik.diagnostics import log_mean_exp, log_weight_variance, normalized_ess
-from vaelik.log_weights import check_positive, importance_log_weights
+from vaelik.diagnostics import log_mean_exp, log_weight_variance, normalized_ess, pareto_khat
+from vaelik.log_weights import Proposal, check_positive, importance_log_weights
 from vaelik.model import VAE
 
 
 @dataclass
 class Estimate:
-    """Per-example results, each ``[B]`` float64: log p(x) estimate and its diagnostics."""
+    """Per-example results, each ``[B]`` float64: the log p(x) estimate and its diagnostics
+    (normalised ESS, variance of log w, PSIS k-hat; see :mod:`vaelik.diagnostics`)."""
 
     log_px: torch.Tensor
     ess: torch.Tensor
     log_weight_var: torch.Tensor
+    khat: torch.Tensor
 
     @classmethod
     def from_log_weights(cls, log_w: torch.Tensor) -> Estimate:
@@ -30,6 +33,7 @@ class Estimate:
             log_px=log_mean_exp(log_w),
             ess=normalized_ess(log_w),
             log_weight_var=log_weight_variance(log_w),
+            khat=pareto_khat(log_w),
         )
 
 
@@ -38,15 +42,50 @@ class ImportanceSampling:
 
     The estimate of p(x) is unbiased; its log is a lower bound in expectation (the IWAE bound,
     Burda et al. 2016) that tightens as K grows. With K = 1 and the encoder as proposal it is the
-    single-sample ELBO. Args: ``num_samples`` K >= 1; ``chunk_size`` draws per decoder pass.
+    single-sample ELBO. With ``proposal`` set (e.g. the prior, seed eq. 7) it ignores the run's
+    proposal: that is the naive Monte Carlo estimator ``estimator=prior``.
+
+    Args:
+        num_samples: K >= 1 draws per example.
+        chunk_size: (draw, example) pairs per decoder pass; bounds memory, not the result.
+        seed: mixed with each example's index into its random stream.
+        name: reported in summaries.
+        proposal: a fixed proposal that replaces the run's, or None.
     """
 
-    name = "importance"
-
-    def __init__(self, num_samples: int = 128, chunk_size: int = 1000) -> None:
+    def __init__(
+        self,
+        num_samples: int = 128,
+        chunk_size: int = 20_000,
+        seed: int = 0,
+        name: str = "importance",
+        proposal: Proposal | None = None,
+    ) -> None:
         self.num_samples = check_positive("estimator.num_samples (K)", num_samples)
         self.chunk_size = check_positive("estimator.chunk_size", chunk_size)
+        self.seed = int(seed)
+        self.name = name
+        self.fixed_proposal = proposal
 
-    def __call__(self, model: VAE, x: torch.Tensor, proposal) -> Estimate:
-        log_w = importance_log_weights(model, x, proposal, self.num_samples, self.chunk_size)
-        return Estimate.from_log_weights(log_w)
+    def proposal_for(self, proposal: Proposal) -> Proposal:
+        """The proposal this estimator will actually use given the run's ``proposal``."""
+        return self.fixed_proposal if self.fixed_proposal is not None else proposal
+
+    def log_weights(
+        self, model: VAE, x: torch.Tensor, index: torch.Tensor, proposal: Proposal
+    ) -> torch.Tensor:
+        """Log-weights ``[K, B]`` in float64."""
+        return importance_log_weights(
+            model,
+            x,
+            index,
+            self.proposal_for(proposal),
+            self.num_samples,
+            self.chunk_size,
+            self.seed,
+        )
+
+    def __call__(
+        self, model: VAE, x: torch.Tensor, index: torch.Tensor, proposal: Proposal
+    ) -> Estimate:
+        return Estimate.from_log_weights(self.log_weights(model, x, index, proposal))

@@ -30,11 +30,11 @@ def pick_device(name: str) -> torch.device:
 
 
 def write_results(output_dir: Path, results: PerExampleResults, summary: dict[str, Any]) -> None:
-    """Write ``per_example.csv`` (index, log_px, ess, log_weight_var) and ``summary.json``."""
+    """Write ``per_example.csv`` (index, log_px, ess, log_weight_var, khat), ``summary.json``."""
     output_dir.mkdir(parents=True, exist_ok=True)
     rows = results.rows()
     with open(output_dir / "per_example.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["index", "log_px", "ess", "log_weight_var"])
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["index"])
         writer.writeheader()
         writer.writerows(rows)
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -56,7 +56,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     proposal = instantiate(cfg.proposal)
     dataset = datamodule.dataset(cfg.split)
     count = len(dataset) if cfg.num_examples is None else min(int(cfg.num_examples), len(dataset))
-    torch.manual_seed(cfg.seed)
     start = time.perf_counter()
     results = estimate_examples(
         model, dataset, estimator, proposal, range(count), cfg.batch_size, device
@@ -67,7 +66,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         **results.summary(datamodule.num_dims),
         "num_samples": estimator.num_samples,
         "estimator": estimator.name,
-        "proposal": proposal.name,
+        "proposal": estimator.proposal_for(proposal).name,
         "split": cfg.split,
         "seconds": seconds,
         "samples_per_second": count * estimator.num_samples / seconds,

@@ -65,3 +65,12 @@ class DiagonalGaussian(nn.Module):
         else:
             scale = torch.exp(self.log_scale_bound * torch.tanh(raw_scale))
         return Independent(Normal(loc, scale, validate_args=False), 1)
+
+
+def slice_batch(dist: Distribution, rows: slice) -> Distribution:
+    """The same distribution restricted to batch rows ``rows`` (``Independent`` of a distribution
+    whose parameters are listed in ``arg_constraints``, such as Normal)."""
+    if isinstance(dist, Independent):
+        return Independent(slice_batch(dist.base_dist, rows), dist.reinterpreted_batch_ndims)
+    params = {name: getattr(dist, name)[rows] for name in dist.arg_constraints}
+    return type(dist)(**params, validate_args=False)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch.distributions import Distribution, constraints
+from torch.distributions import Distribution, Independent, Normal, constraints
 
 IMAGE_DIMS = 3
 
@@ -79,4 +79,35 @@ class BernoulliHead:
                 f"likelihood=bernoulli models binary pixels but the data is {kind}: binarize it "
                 "(data.binarize=dynamic, static or threshold) or choose a likelihood for "
                 f"{kind} data"
+            )
+
+
+class GaussianHead:
+    """p(x|z) = prod_d N(x_d; mu_d, sigma_d^2) with mu and log sigma from the decoder (2 channels
+    per data channel: all means first, then all log-scales). For continuous data only: on
+    discrete pixels a density is not a probability, so its bits/dim are not comparable with
+    those of a discrete head."""
+
+    accepts: Sequence[str] = ("continuous",)
+
+    def __init__(self, data_channels: int, param_channels: int | None = None) -> None:
+        expected = 2 * data_channels
+        if param_channels is not None and param_channels != expected:
+            raise ValueError(
+                f"a Gaussian head needs {expected} decoder channels (mean and log-scale per "
+                f"channel), the config gives {param_channels}"
+            )
+        self.data_channels = data_channels
+        self.param_channels = expected
+
+    def __call__(self, params: torch.Tensor) -> Distribution:
+        loc, log_scale = params.chunk(2, dim=-IMAGE_DIMS)
+        return Independent(Normal(loc, log_scale.exp(), validate_args=False), IMAGE_DIMS)
+
+    def check_data(self, kind: str) -> None:
+        """Raise IncompatibleDataError unless the data is continuous."""
+        if kind not in self.accepts:
+            raise IncompatibleDataError(
+                f"likelihood=gaussian is a density for continuous data but the data is {kind}: "
+                "choose a discrete likelihood for it"
             )

@@ -64,14 +64,16 @@ class VAE(nn.Module):
         """log p(x|z) + log p(z) for ``x [B, C, H, W]`` and ``z [K, B, L]``, shape ``[K, B]``."""
         return self.decode(z).log_prob(x) + self.prior().log_prob(z)
 
-    def elbo(self, x: torch.Tensor, analytic_kl: bool = True) -> ElboTerms:
-        """One-sample reparameterised ELBO per example.
+    def elbo(
+        self, x: torch.Tensor, analytic_kl: bool = True, z: torch.Tensor | None = None
+    ) -> ElboTerms:
+        """One-sample reparameterised ELBO per example, at ``z [B, L]`` if given (else drawn).
 
         With ``analytic_kl`` the KL(q||p) term is exact; otherwise it is the single-sample
         estimate log q(z|x) - log p(z) on the same z, so that elbo = log w for that draw.
         """
         q = self.encode(x)
-        z = q.rsample()
+        z = q.rsample() if z is None else z
         log_px_z = self.decode(z).log_prob(x)
         if analytic_kl:
             kl = kl_divergence(q, self.prior().expand(q.batch_shape))

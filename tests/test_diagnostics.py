@@ -1,0 +1,60 @@
+"""PSIS k-hat against generalised Pareto samples of known shape, and its edge cases."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.stats as st
+import torch
+
+from vaelik.ais import AnnealedImportanceSampling, annealing_schedule
+from vaelik.diagnostics import generalized_pareto_shape, pareto_khat, pareto_tail_size
+
+
+@pytest.mark.parametrize("shape", [-0.3, 0.2, 0.5, 0.9])
+def test_generalized_pareto_shape_recovers_scipys(shape):
+    draws = st.genpareto(c=shape, scale=3.0).rvs(size=(10, 4000), random_state=0)
+    estimate = generalized_pareto_shape(torch.from_numpy(np.sort(draws, axis=1)))
+    assert abs(estimate.mean().item() - shape) < 0.05
+    assert estimate.std().item() < 0.1
+
+
+def test_khat_grows_with_the_tail_of_lognormal_weights():
+    """Log-normal weights with log-sd s have k-hat rising with s, crossing 0.7 around s = 2."""
+    torch.manual_seed(0)
+    khat = [pareto_khat(torch.randn(5000, 40) * s).mean().item() for s in (0.3, 1.0, 2.5)]
+    assert khat == sorted(khat)
+    assert khat[0] < 0.5 < 0.7 < khat[2]
+
+
+def test_khat_undefined_cases_are_nan_and_extremes_are_finite():
+    assert pareto_tail_size(24) < 5 and torch.isnan(pareto_khat(torch.randn(24, 3))).all()
+    assert torch.isnan(pareto_khat(torch.zeros(1000, 2))).all()  # a flat tail: exact proposal
+    extreme = torch.randn(1000, 2, dtype=torch.float64) * 50 - 1e5
+    assert torch.isfinite(pareto_khat(extreme)).all()
+
+
+def test_annealing_schedules():
+    for kind in ("linear", "sigmoid"):
+        betas = annealing_schedule(50, kind)
+        assert betas[0] == 0 and math.isclose(betas[-1], 1) and betas == sorted(betas)
+    with pytest.raises(ValueError, match="schedule"):
+        annealing_schedule(5, "cosine")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_samples": 0}, "num_samples"),
+        ({"num_steps": 0}, "num_steps"),
+        ({"leapfrog_steps": 0}, "leapfrog_steps"),
+        ({"step_size": 0.0}, "step_size"),
+        ({"target_accept": 1.0}, "target_accept"),
+        ({"chunk_size": 0}, "chunk_size"),
+    ],
+)
+def test_ais_bad_values_fail_clearly(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        AnnealedImportanceSampling(**kwargs)
