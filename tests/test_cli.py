@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from conftest import run_cli, run_cli_failing
-from vaelik import evaluate, train
+from vaelik import convergence, evaluate, train
 
 FAST = [
     "trainer.max_epochs=2",
@@ -228,3 +228,40 @@ def test_loggers_write_their_runs(logger, tmp_path, monkeypatch):
     elif logger == "tensorboard":
         assert list(run_dir.glob("tensorboard/version_0/events.out.tfevents.*"))
     assert (run_dir / "checkpoints/last.ckpt").is_file()
+
+
+def test_convergence_table_and_plot(trained_run, tmp_path, monkeypatch):
+    out = tmp_path / "conv"
+    run_cli(
+        convergence.main,
+        [
+            f"ckpt_path={trained_run}/checkpoints/last.ckpt",
+            "ks=[1,10,40]",
+            "num_examples=8",
+            "estimators=[importance,prior]",
+            "proposals=[encoder,inflated]",
+            "split=val",
+            f"hydra.run.dir={out}",
+        ],
+        monkeypatch,
+    )
+    rows = json.loads((out / "convergence.json").read_text())
+    lines = {(r["estimator"], r["proposal"]) for r in rows}
+    assert lines == {("importance", "encoder"), ("importance", "inflated"), ("prior", "prior")}
+    assert len(rows) == 9 and (out / "convergence.png").stat().st_size > 10_000
+    # nested: the K = 10 row equals a separate evaluation with K = 10
+    eval_dir = tmp_path / "eval"
+    run_cli(
+        evaluate.main,
+        [
+            f"ckpt_path={trained_run}/checkpoints/last.ckpt",
+            "estimator.num_samples=10",
+            "num_examples=8",
+            "split=val",
+            f"hydra.run.dir={eval_dir}",
+        ],
+        monkeypatch,
+    )
+    single = json.loads((eval_dir / "summary.json").read_text())
+    row = next(r for r in rows if r["proposal"] == "encoder" and r["num_samples"] == 10)
+    assert row["log_px_mean"] == pytest.approx(single["log_px_mean"], abs=1e-9)

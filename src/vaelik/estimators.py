@@ -53,6 +53,9 @@ class ImportanceSampling:
         proposal: a fixed proposal that replaces the run's, or None.
     """
 
+    # the first K draws of a run with more draws are exactly the draws of a run with K
+    nested_in_k = True
+
     def __init__(
         self,
         num_samples: int = 128,

@@ -16,8 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from vaelik.checkpoint import load_weights, read_checkpoint
 from vaelik.config import config_dir
+from vaelik.data import ImageDataModule
 from vaelik.evaluation import PerExampleResults, estimate_examples
 from vaelik.factory import build_model
+from vaelik.model import VAE
 
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
@@ -40,8 +42,9 @@ def write_results(output_dir: Path, results: PerExampleResults, summary: dict[st
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
 
 
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Rebuild the model of ``cfg.ckpt_path``, estimate log p(x) on ``cfg.split``, write results."""
+def load_model(cfg: DictConfig) -> tuple[VAE, ImageDataModule]:
+    """The VAE of ``cfg.ckpt_path`` with its weights, and its datamodule (data folder replaced
+    by ``cfg.data_dir`` when set)."""
     checkpoint = read_checkpoint(cfg.ckpt_path)
     run_cfg = OmegaConf.create(checkpoint.config)
     if cfg.get("data_dir") is not None and "data_dir" in run_cfg.data.source:
@@ -49,6 +52,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule = instantiate(run_cfg.data)
     model = build_model(run_cfg, datamodule.kind)
     load_weights(model, checkpoint)
+    return model, datamodule
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Rebuild the model of ``cfg.ckpt_path``, estimate log p(x) on ``cfg.split``, write results."""
+    model, datamodule = load_model(cfg)
     device = pick_device(cfg.device)
     model.to(device)
 
@@ -58,7 +67,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     count = len(dataset) if cfg.num_examples is None else min(int(cfg.num_examples), len(dataset))
     start = time.perf_counter()
     results = estimate_examples(
-        model, dataset, estimator, proposal, range(count), cfg.batch_size, device
+        model, dataset, estimator, proposal, range(count), cfg.batch_size, device, progress=True
     )
     seconds = time.perf_counter() - start
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
 
 from vaelik.estimators import Estimate
 from vaelik.metrics import bits_per_dim, mean_and_stderr
@@ -84,15 +85,21 @@ def estimate_examples(
     indices: Sequence[int],
     batch_size: int,
     device: torch.device | str = "cpu",
+    progress: bool = False,
 ) -> PerExampleResults:
-    """Apply ``estimator`` to the examples ``indices`` of ``dataset`` (items are ``(x, index)``)."""
+    """Apply ``estimator`` to the examples ``indices`` of ``dataset`` (items are ``(x, index)``),
+    with a progress bar over examples when ``progress``."""
     was_training = model.training
     model.eval()
     parts: list[tuple[torch.Tensor, Estimate]] = []
+    loader = DataLoader(Subset(dataset, list(indices)), batch_size=batch_size)
+    bar = tqdm(total=len(indices), unit="example", disable=not progress, dynamic_ncols=True)
     try:
-        for x, index in DataLoader(Subset(dataset, list(indices)), batch_size=batch_size):
+        for x, index in loader:
             index = torch.as_tensor(index)
             parts.append((index, estimator(model, x.to(device), index, proposal)))
+            bar.update(len(index))
     finally:
+        bar.close()
         model.train(was_training)
     return PerExampleResults.concatenate(parts)
