@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from vaelik.estimators import Estimate
+from vaelik.estimators import LogWeightEstimator
 from vaelik.log_weights import BatchChunk, Proposal, batch_chunks, check_finite, check_positive
 from vaelik.model import VAE
 from vaelik.streams import keyed_draws, stream_key
@@ -38,14 +38,15 @@ def annealing_schedule(
     return ((s - s[0]) / (s[-1] - s[0])).tolist()
 
 
-class AnnealedImportanceSampling:
+class AnnealedImportanceSampling(LogWeightEstimator):
     """AIS with ``num_samples`` chains per example, ``num_steps`` intermediate distributions and
     HMC transitions of ``leapfrog_steps`` leapfrog steps.
 
     The leapfrog step size is kept per example and adapted during the run towards an acceptance
     rate of ``target_accept`` (times 1.02 above it, 0.98 below), which depends only on the past,
     so every transition still leaves its pi_t invariant. Random numbers come from per-example
-    streams keyed by the dataset index and the step. Batches are cut into chunks of at most
+    streams keyed by the dataset index and the step. The proposal is the chains' initial
+    distribution. Batches are cut into chunks of at most
     ``chunk_size`` (chain, example) pairs; a chunk never splits an example's chains.
     """
 
@@ -79,10 +80,6 @@ class AnnealedImportanceSampling:
         self.name = name
         self.fixed_proposal = proposal
 
-    def proposal_for(self, proposal: Proposal) -> Proposal:
-        """The initial distribution of the chains given the run's ``proposal``."""
-        return self.fixed_proposal if self.fixed_proposal is not None else proposal
-
     def log_weights(
         self, model: VAE, x: torch.Tensor, index: torch.Tensor, proposal: Proposal
     ) -> torch.Tensor:
@@ -96,11 +93,6 @@ class AnnealedImportanceSampling:
         for chunk in chunks:
             log_w[:, chunk.rows] = self._anneal(model, x[chunk.rows], chunk)
         return check_finite(log_w, "AIS log-weights")
-
-    def __call__(
-        self, model: VAE, x: torch.Tensor, index: torch.Tensor, proposal: Proposal
-    ) -> Estimate:
-        return Estimate.from_log_weights(self.log_weights(model, x, index, proposal))
 
     def _anneal(self, model: VAE, x: torch.Tensor, chunk: BatchChunk) -> torch.Tensor:
         """Run the K chains of the examples ``x [b, ...]``; returns their log-weights ``[K, b]``."""

@@ -37,7 +37,31 @@ class Estimate:
         )
 
 
-class ImportanceSampling:
+class LogWeightEstimator:
+    """An estimator defined by its log-weights ``[K, B]``: subclasses set ``name``,
+    ``num_samples`` and ``fixed_proposal`` and implement ``log_weights``; the reduction to an
+    :class:`Estimate` and the choice of proposal are shared."""
+
+    name: str
+    num_samples: int
+    fixed_proposal: Proposal | None
+
+    def proposal_for(self, proposal: Proposal) -> Proposal:
+        """The proposal this estimator actually uses given the run's ``proposal``."""
+        return self.fixed_proposal if self.fixed_proposal is not None else proposal
+
+    def log_weights(
+        self, model: VAE, x: torch.Tensor, index: torch.Tensor, proposal: Proposal
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(
+        self, model: VAE, x: torch.Tensor, index: torch.Tensor, proposal: Proposal
+    ) -> Estimate:
+        return Estimate.from_log_weights(self.log_weights(model, x, index, proposal))
+
+
+class ImportanceSampling(LogWeightEstimator):
     """log p(x) ~ log (1/K) sum_k p(x|z_k) p(z_k) / r(z_k|x), z_k ~ r(z|x) (seed eq. 10).
 
     The estimate of p(x) is unbiased; its log is a lower bound in expectation (the IWAE bound,
@@ -70,10 +94,6 @@ class ImportanceSampling:
         self.name = name
         self.fixed_proposal = proposal
 
-    def proposal_for(self, proposal: Proposal) -> Proposal:
-        """The proposal this estimator will actually use given the run's ``proposal``."""
-        return self.fixed_proposal if self.fixed_proposal is not None else proposal
-
     def log_weights(
         self, model: VAE, x: torch.Tensor, index: torch.Tensor, proposal: Proposal
     ) -> torch.Tensor:
@@ -87,8 +107,3 @@ class ImportanceSampling:
             self.chunk_size,
             self.seed,
         )
-
-    def __call__(
-        self, model: VAE, x: torch.Tensor, index: torch.Tensor, proposal: Proposal
-    ) -> Estimate:
-        return Estimate.from_log_weights(self.log_weights(model, x, index, proposal))

@@ -54,60 +54,66 @@ class BernoulliImage(Distribution):
         return (x * logits).sum(-1) - F.softplus(logits).sum(-1)
 
 
-class BernoulliHead:
-    """p(x|z) = prod_d Bernoulli(x_d; sigmoid(l_d)) for binary pixels; one logit per sub-pixel."""
+class LikelihoodHead:
+    """What every head shares: how many decoder channels it needs per data channel, which kinds
+    of data it models, and the check that fails early on anything else.
 
-    accepts: Sequence[str] = ("binary",)
+    Subclasses set ``name`` (the config choice), ``params_per_channel``, ``accepts``,
+    ``remedy`` (what to do about unsuitable data) and ``__call__(params) -> distribution``.
+    """
+
+    name: str
+    params_per_channel: int
+    accepts: Sequence[str]
+    remedy: str
 
     def __init__(self, data_channels: int, param_channels: int | None = None) -> None:
-        expected = data_channels
+        expected = self.params_per_channel * data_channels
         if param_channels is not None and param_channels != expected:
             raise ValueError(
-                f"a Bernoulli head needs {expected} decoder channels (one logit per sub-pixel), "
-                f"the config gives {param_channels}"
+                f"likelihood={self.name} needs {expected} decoder channels "
+                f"({self.params_per_channel} per data channel), the config gives {param_channels}"
             )
         self.data_channels = data_channels
         self.param_channels = expected
 
     def __call__(self, params: torch.Tensor) -> Distribution:
-        return BernoulliImage(params)
+        raise NotImplementedError
 
     def check_data(self, kind: str) -> None:
         """Raise IncompatibleDataError unless this head can model data of this ``kind``."""
         if kind not in self.accepts:
             raise IncompatibleDataError(
-                f"likelihood=bernoulli models binary pixels but the data is {kind}: binarize it "
-                "(data.binarize=dynamic, static or threshold) or choose a likelihood for "
-                f"{kind} data"
+                f"likelihood={self.name} models {' or '.join(self.accepts)} data but the data "
+                f"is {kind}: {self.remedy}"
             )
 
 
-class GaussianHead:
+class BernoulliHead(LikelihoodHead):
+    """p(x|z) = prod_d Bernoulli(x_d; sigmoid(l_d)) for binary pixels; one logit per sub-pixel."""
+
+    name = "bernoulli"
+    params_per_channel = 1
+    accepts = ("binary",)
+    remedy = (
+        "binarize it (data.binarize=dynamic, static or threshold) or choose a likelihood for it"
+    )
+
+    def __call__(self, params: torch.Tensor) -> Distribution:
+        return BernoulliImage(params)
+
+
+class GaussianHead(LikelihoodHead):
     """p(x|z) = prod_d N(x_d; mu_d, sigma_d^2) with mu and log sigma from the decoder (2 channels
     per data channel: all means first, then all log-scales). For continuous data only: on
     discrete pixels a density is not a probability, so its bits/dim are not comparable with
     those of a discrete head."""
 
-    accepts: Sequence[str] = ("continuous",)
-
-    def __init__(self, data_channels: int, param_channels: int | None = None) -> None:
-        expected = 2 * data_channels
-        if param_channels is not None and param_channels != expected:
-            raise ValueError(
-                f"a Gaussian head needs {expected} decoder channels (mean and log-scale per "
-                f"channel), the config gives {param_channels}"
-            )
-        self.data_channels = data_channels
-        self.param_channels = expected
+    name = "gaussian"
+    params_per_channel = 2
+    accepts = ("continuous",)
+    remedy = "choose a discrete likelihood for it"
 
     def __call__(self, params: torch.Tensor) -> Distribution:
         loc, log_scale = params.chunk(2, dim=-IMAGE_DIMS)
         return Independent(Normal(loc, log_scale.exp(), validate_args=False), IMAGE_DIMS)
-
-    def check_data(self, kind: str) -> None:
-        """Raise IncompatibleDataError unless the data is continuous."""
-        if kind not in self.accepts:
-            raise IncompatibleDataError(
-                f"likelihood=gaussian is a density for continuous data but the data is {kind}: "
-                "choose a discrete likelihood for it"
-            )
