@@ -6,4 +6,4 @@ from vaelik.data.embedded import EmbeddedMNIST
 from vaelik.data.errors import DataNotFoundError
 from vaelik.data.mnist import MNIST
 
-__all__ = ["BinarizedMNIST", "DataNotFoundError", "EmbeddedMNIST", "ImageDataModule", "MNIST"]
+__all__ = ["MNIST", "BinarizedMNIST", "DataNotFoundError", "EmbeddedMNIST", "ImageDataModule"]

@@ -1,4 +1,4 @@
-"""Turning images into binary pixels: none, threshold, a fixed random draw, or a fresh draw each epoch."""
+"""Binarizing images: none, a threshold, one fixed random draw, or a fresh draw every epoch."""
 
 from __future__ import annotations
 
@@ -16,12 +16,14 @@ BINARIZE_MODES: tuple[str, ...] = ("none", "threshold", "static", "dynamic")
 def check_binarize(mode: str) -> Binarize:
     """Return ``mode`` if known, else raise a ValueError listing the modes."""
     if mode not in BINARIZE_MODES:
-        raise ValueError(f"unknown binarize mode {mode!r}: choose one of {', '.join(BINARIZE_MODES)}")
+        raise ValueError(
+            f"unknown binarize mode {mode!r}: choose one of {', '.join(BINARIZE_MODES)}"
+        )
     return mode  # type: ignore[return-value]
 
 
 def intensities(images: torch.Tensor, kind: DataKind) -> torch.Tensor:
-    """Pixel intensities in [0, 1]: ``images / 255`` for 8-bit data, the 0/1 values for binary data."""
+    """Pixel intensities in [0, 1]: ``images / 255`` for 8-bit data, the values for binary data."""
     return images.float() / (255.0 if kind == "8bit" else 1.0)
 
 
@@ -37,7 +39,9 @@ class ImageTensorDataset(Dataset):
 
     def __init__(self, images: torch.Tensor, kind: DataKind, binarize: Binarize, seed: int = 0):
         if images.dtype != torch.uint8 or images.dim() != 4:
-            raise ValueError(f"images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
+            raise ValueError(
+                f"images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}"
+            )
         self.binarize = check_binarize(binarize)
         if binarize == "none":
             self.data = images.float()

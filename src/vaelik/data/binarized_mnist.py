@@ -21,9 +21,9 @@ FILE_NAMES: dict[Split, str] = {
     "val": "binarized_mnist_valid.amat",
     "test": "binarized_mnist_test.amat",
 }
-SHA256: dict[str, str] = {
-    "binarized_mnist_train.amat": "ad693b29f94c14277b095f5238ddefbbdaaae0939789dd2f4f0205278cee3e4d",
-    "binarized_mnist_valid.amat": "1de3d397c40fe8eeb33dafd4099a1f665ec01e96d9be234aaeeac8a34930e2e2",
+SHA256: dict[str, str] = {  # the published checksums
+    "binarized_mnist_train.amat": "ad693b29f94c14277b095f5238ddefbbdaaae0939789dd2f4f0205278cee3e4d",  # noqa: E501
+    "binarized_mnist_valid.amat": "1de3d397c40fe8eeb33dafd4099a1f665ec01e96d9be234aaeeac8a34930e2e2",  # noqa: E501
     "binarized_mnist_test.amat": "e6687bfea3f820c174f33b7865140b2a2dd2930ef786f35d45795fc193b5ab2c",
 }
 NUM_PIXELS = 28 * 28
@@ -59,7 +59,7 @@ def parse_amat(path: Path) -> np.ndarray:
 
 
 def download_verified(url: str, destination: Path, sha256: str | None, timeout: float = 60) -> None:
-    """Download ``url`` to ``destination`` through a temporary file, checking its sha256 if given."""
+    """Download ``url`` to ``destination`` via a temporary file, checking its sha256 if given."""
     destination.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=destination.parent, delete=False) as tmp:
         try:

@@ -81,7 +81,9 @@ class ImageDataModule(pl.LightningDataModule):
         if stage in (None, "test"):
             self.dataset("test")
 
-    def loader(self, split: str, shuffle: bool = False, batch_size: int | None = None) -> DataLoader:
+    def loader(
+        self, split: str, shuffle: bool = False, batch_size: int | None = None
+    ) -> DataLoader:
         """A DataLoader over one split (evaluation batch size unless given)."""
         return DataLoader(
             self.dataset(split),

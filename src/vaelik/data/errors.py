@@ -2,4 +2,4 @@
 
 
 class DataNotFoundError(FileNotFoundError):
-    """A dataset's files are not on disk and could not be downloaded; the message says how to fix it."""
+    """A dataset's files are missing and could not be downloaded; the message says what to do."""
