@@ -32,10 +32,16 @@ def register_resolvers() -> None:
     """Register the ``vaelik.*`` resolvers used by interpolations in ``conf/`` (idempotent).
 
     - ``${vaelik.mul:a,b,...}``: product of integers, e.g. the encoder's ``2 * latent_dim`` outputs.
+    - ``${vaelik.dlm_channels:C,K}``: decoder channels of a K-component logistic mixture.
     - ``${vaelik.prod:list}``: product of a list, e.g. the number of dimensions ``D = C * H * W``.
     """
     if not OmegaConf.has_resolver("vaelik.mul"):
         OmegaConf.register_new_resolver("vaelik.mul", lambda *xs: math.prod(int(x) for x in xs))
+    if not OmegaConf.has_resolver("vaelik.dlm_channels"):
+        OmegaConf.register_new_resolver(
+            "vaelik.dlm_channels",
+            lambda c, k: int(k) * (1 + 2 * int(c) + int(c) * (int(c) - 1) // 2),
+        )
     if not OmegaConf.has_resolver("vaelik.prod"):
         OmegaConf.register_new_resolver("vaelik.prod", lambda xs: math.prod(int(x) for x in xs))
 

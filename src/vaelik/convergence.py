@@ -82,29 +82,45 @@ def convergence_rows(
     return rows
 
 
-def plot_convergence(rows: list[dict[str, Any]], path: Path, title: str) -> None:
-    """Mean log p(x) against K (log axis), one line per estimator/proposal, +-1 standard error."""
+def plot_convergence(
+    rows: list[dict[str, Any]], path: Path, title: str, zoom: float = 10.0
+) -> None:
+    """Mean log p(x) against K (log axis), one line per estimator/proposal, +-1 standard error.
+
+    The left panel shows every line; the right one zooms on the lines that end within ``zoom``
+    nats of the best (naive Monte Carlo is usually far below and would flatten the rest).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label in dict.fromkeys(f"{r['estimator']} / {r['proposal']}" for r in rows):
-        line = [r for r in rows if f"{r['estimator']} / {r['proposal']}" == label]
-        k = [r["num_samples"] for r in line]
-        mean = torch.tensor([r["log_px_mean"] for r in line])
-        err = torch.tensor([r["log_px_stderr"] for r in line])
-        ax.plot(k, mean, marker="o", label=label)
-        ax.fill_between(k, mean - err, mean + err, alpha=0.2)
-    ax.set_xscale("log")
-    ax.set_xlabel("K (samples per example)")
-    ax.set_ylabel("mean log p(x) estimate (nats)")
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend()
+    lines: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        lines.setdefault(f"{row['estimator']} / {row['proposal']}", []).append(row)
+    best = max(line[-1]["log_px_mean"] for line in lines.values())
+    close = {label for label, line in lines.items() if line[-1]["log_px_mean"] > best - zoom}
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, labels in zip(axes, (list(lines), [lb for lb in lines if lb in close]), strict=True):
+        for label in labels:
+            line = lines[label]
+            k = [r["num_samples"] for r in line]
+            mean = torch.tensor([r["log_px_mean"] for r in line])
+            err = torch.tensor([r["log_px_stderr"] for r in line])
+            ax.plot(k, mean, marker="o", label=label)
+            ax.fill_between(k, mean - err, mean + err, alpha=0.2)
+        ax.set_xscale("log")
+        ax.set_xlabel("K (samples per example)")
+        ax.set_ylabel("mean log p(x) estimate (nats)")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    axes[0].set_title(title)
+    axes[1].set_title(f"lines ending within {zoom:g} nats of the best")
+    tail = [r["log_px_mean"] for label in close for r in lines[label] if r["num_samples"] >= 10]
+    if tail:
+        axes[1].set_ylim(min(tail) - 1, max(tail) + 1)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
