@@ -2,8 +2,18 @@
 
 from vaelik.data.binarized_mnist import BinarizedMNIST
 from vaelik.data.datamodule import ImageDataModule
-from vaelik.data.embedded import EmbeddedMNIST
+from vaelik.data.embedded import EmbeddedMNIST, EmbeddedRGBPatches
 from vaelik.data.errors import DataNotFoundError
-from vaelik.data.mnist import MNIST
+from vaelik.data.torchvision_sources import CIFAR10, MNIST, SVHN, FashionMNIST
 
-__all__ = ["MNIST", "BinarizedMNIST", "DataNotFoundError", "EmbeddedMNIST", "ImageDataModule"]
+__all__ = [
+    "CIFAR10",
+    "MNIST",
+    "SVHN",
+    "BinarizedMNIST",
+    "DataNotFoundError",
+    "EmbeddedMNIST",
+    "EmbeddedRGBPatches",
+    "FashionMNIST",
+    "ImageDataModule",
+]
