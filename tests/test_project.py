@@ -32,3 +32,9 @@ def test_code_is_ruff_clean():
         [ruff, "check", "src", "tests", "benchmarks"], cwd=ROOT, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_numeric_core_type_checks():
+    mypy = shutil.which("mypy") or str(Path(sys.executable).with_name("mypy"))
+    result = subprocess.run([mypy], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

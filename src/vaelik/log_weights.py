@@ -67,9 +67,18 @@ def batch_chunks(
         yield BatchChunk(
             rows=slice(start, stop),
             proposal=proposal(slice_batch(posterior, slice(start, stop)), prior),
-            draw=lambda position, n, singles=singles: singles[position].sample((n,))[:, 0],
+            draw=per_example_sampler(singles),
             keys=keys[start:stop],
         )
+
+
+def per_example_sampler(singles: list[Distribution]) -> Callable[[int, int], torch.Tensor]:
+    """``(position, n) -> [n, L]``: n draws from the proposal of the example at ``position``."""
+
+    def draw(position: int, n: int) -> torch.Tensor:
+        return singles[position].sample((n,))[:, 0]
+
+    return draw
 
 
 @torch.no_grad()
