@@ -8,7 +8,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 
-from vaelik.evaluation import estimate_examples
+from vaelik.evaluation import estimate_examples, gather_results, shard
 from vaelik.images import image_grid, log_grid
 from vaelik.log_weights import check_positive
 
@@ -29,7 +29,9 @@ class LogLikelihoodCallback(pl.Callback):
     (-log p(x) / (D ln 2) of the mean), ``val/ess`` (mean normalised ESS) and ``val/khat``
     (mean PSIS k-hat, when K >= 25). The draws come from per-example streams keyed by the
     estimator's seed and the example's index, so every epoch is scored on the same noise and
-    the training random stream is left untouched.
+    the training random stream is left untouched. Under DDP each process scores a disjoint
+    share of the examples and the per-example results are all-gathered before summarising, so
+    the figures equal a one-process run's.
 
     Args:
         estimator / proposal: as in :mod:`vaelik.estimators` and :mod:`vaelik.proposals`.
@@ -66,15 +68,16 @@ class LogLikelihoodCallback(pl.Callback):
             return
         dataset = trainer.datamodule.dataset("val")
         total = len(dataset) if self.num_examples is None else min(self.num_examples, len(dataset))
-        results = estimate_examples(
+        local = estimate_examples(
             pl_module.model,
             dataset,
             self.estimator,
             self.proposal,
-            range(total),
+            shard(range(total)),
             self.batch_size,
             pl_module.device,
         )
+        results = gather_results(local)  # every example once, whatever the number of processes
         summary = results.summary(trainer.datamodule.num_dims)
         metrics = {
             "val/log_px": summary["log_px_mean"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import time
 import warnings
 from pathlib import Path
@@ -11,13 +12,14 @@ from typing import Any
 
 import hydra
 import torch
+import torch.distributed as dist
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from vaelik.checkpoint import load_weights, read_checkpoint
 from vaelik.config import config_dir
 from vaelik.data import ImageDataModule
-from vaelik.evaluation import PerExampleResults, estimate_examples
+from vaelik.evaluation import PerExampleResults, estimate_examples, gather_results, shard, world
 from vaelik.factory import build_model
 from vaelik.model import VAE
 
@@ -25,10 +27,19 @@ warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
 
 def pick_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; any other name as given."""
+    """``auto`` -> this process's CUDA device when available, else CPU; any other name as given."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cpu")
     return torch.device(name)
+
+
+def init_distributed(device: torch.device) -> None:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1): NCCL on GPUs,
+    gloo on CPUs. Each process then evaluates a disjoint share of the examples."""
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
 
 def write_results(output_dir: Path, results: PerExampleResults, summary: dict[str, Any]) -> None:
@@ -59,6 +70,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Rebuild the model of ``cfg.ckpt_path``, estimate log p(x) on ``cfg.split``, write results."""
     model, datamodule = load_model(cfg)
     device = pick_device(cfg.device)
+    init_distributed(device)
     model.to(device)
 
     estimator = instantiate(cfg.estimator)
@@ -66,9 +78,18 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     dataset = datamodule.dataset(cfg.split)
     count = len(dataset) if cfg.num_examples is None else min(int(cfg.num_examples), len(dataset))
     start = time.perf_counter()
-    results = estimate_examples(
-        model, dataset, estimator, proposal, range(count), cfg.batch_size, device, progress=True
+    rank, size = world()
+    local = estimate_examples(
+        model,
+        dataset,
+        estimator,
+        proposal,
+        shard(range(count)),
+        cfg.batch_size,
+        device,
+        progress=rank == 0,
     )
+    results = gather_results(local)
     seconds = time.perf_counter() - start
 
     summary: dict[str, Any] = {
@@ -81,9 +102,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "samples_per_second": count * estimator.num_samples / seconds,
         "checkpoint": str(Path(cfg.ckpt_path).resolve()),
         "device": str(device),
+        "processes": size,
     }
-    write_results(Path(cfg.paths.output_dir), results, summary)
-    print(json.dumps(summary, indent=2))
+    if rank == 0:
+        write_results(Path(cfg.paths.output_dir), results, summary)
+        print(json.dumps(summary, indent=2))
     return summary
 
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
@@ -103,3 +104,39 @@ def estimate_examples(
         bar.close()
         model.train(was_training)
     return PerExampleResults.concatenate(parts)
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) of the default process group, or (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def shard(indices: Sequence[int]) -> list[int]:
+    """This process's share of ``indices``: every world-size-th one, from its rank. Shares are
+    disjoint and cover every index once (no padding, unlike a DistributedSampler)."""
+    rank, size = world()
+    return list(indices)[rank::size]
+
+
+def gather_results(results: PerExampleResults) -> PerExampleResults:
+    """Every process's results joined, on every process, sorted by index; an index seen twice
+    (it cannot be, with :func:`shard`) raises instead of being counted twice."""
+    _, size = world()
+    if size == 1:
+        parts = [results]
+    else:
+        parts = [None] * size
+        dist.all_gather_object(
+            parts, {f.name: getattr(results, f.name).cpu() for f in fields(results)}
+        )
+        parts = [PerExampleResults(**part) for part in parts]
+    joined = {
+        f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in fields(PerExampleResults)
+    }
+    order = torch.argsort(joined["index"])
+    joined = {name: value[order] for name, value in joined.items()}
+    if joined["index"].unique().numel() != joined["index"].numel():
+        raise RuntimeError("an example was evaluated by two processes: the shards overlap")
+    return PerExampleResults(**joined)

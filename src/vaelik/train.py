@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 import warnings
 from pathlib import Path
 
 import hydra
 import lightning.pytorch as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -46,7 +51,10 @@ def train(cfg: DictConfig) -> float | None:
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=build_all(cfg.get("callbacks")), logger=loggers or False
     )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    finally:
+        release_process_group()
 
     final = {key: float(value) for key, value in trainer.callback_metrics.items()}
     if trainer.is_global_zero:
@@ -55,10 +63,57 @@ def train(cfg: DictConfig) -> float | None:
     return final.get(metric) if metric else None
 
 
+DDP_JOB_ENV = "VAELIK_DDP_JOB"
+
+
+DIST_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK")
+
+
+def release_process_group() -> None:
+    """After a fit, destroy the DDP process group and forget the variables Lightning's launcher
+    set, so that the next job of a multirun (in the same process) launches its own processes
+    instead of waiting for the previous job's, which have exited."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+        for name in DIST_ENV:
+            os.environ.pop(name, None)
+
+
+def remember_job_for_ddp_children() -> None:
+    """In a multirun job, record this job's overrides and run directory in the environment.
+
+    Lightning's DDP launcher starts the other processes by re-running the command line, which
+    for ``-m`` would re-run the whole sweep in every child; :func:`as_single_job_in_ddp_child`
+    uses this record to make a child run only its parent's job.
+    """
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        job = {"overrides": list(hydra_cfg.overrides.task), "dir": hydra_cfg.runtime.output_dir}
+        os.environ[DDP_JOB_ENV] = json.dumps(job)
+
+
+def as_single_job_in_ddp_child(argv: list[str]) -> list[str]:
+    """The command line a DDP child (LOCAL_RANK > 0) should run: its parent's job alone."""
+    job = os.environ.get(DDP_JOB_ENV)
+    if int(os.environ.get("LOCAL_RANK", 0)) == 0 or job is None:
+        return argv
+    record = json.loads(job)
+    launcher_args = [
+        a for a in argv[1:] if a.startswith("hydra.") and not a.startswith("hydra.run.dir=")
+    ]
+    return [argv[0], *record["overrides"], *launcher_args, f"hydra.run.dir={record['dir']}"]
+
+
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    """Console-script entry point (``vaelik-train``): compose the config, then :func:`train`."""
+def _hydra_main(cfg: DictConfig) -> float | None:
+    remember_job_for_ddp_children()
     return train(cfg)
+
+
+def main() -> float | None:
+    """Console-script entry point (``vaelik-train``): compose the config, then :func:`train`."""
+    sys.argv = as_single_job_in_ddp_child(sys.argv)
+    return _hydra_main()
 
 
 if __name__ == "__main__":

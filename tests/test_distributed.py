@@ -1,0 +1,126 @@
+"""Two gloo processes on the CPU give the same figures as one: the callback under DDP training,
+vaelik-eval under torchrun, and a multirun whose jobs each use DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PYTHON = sys.executable
+TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
+COMMON = [
+    "debug=fast",
+    "optim.optimizer.lr=0",  # identical weights in both runs: only the evaluation may differ
+    "callbacks.log_likelihood.num_examples=37",  # not a multiple of 2: no padding allowed
+    "callbacks.log_likelihood.num_samples=16",
+    "trainer.enable_progress_bar=false",
+]
+
+
+def run(command: list[str], timeout: int = 600) -> None:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK")
+    }
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**env, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def one_and_two_processes(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("ddp")
+    run([PYTHON, "-m", "vaelik.train", *COMMON, f"hydra.run.dir={root}/one"])
+    run(
+        [
+            PYTHON,
+            "-m",
+            "vaelik.train",
+            *COMMON,
+            "trainer=ddp",
+            "trainer.devices=2",
+            f"hydra.run.dir={root}/two",
+        ]
+    )
+    return root / "one", root / "two"
+
+
+def test_callback_under_ddp_equals_one_process(one_and_two_processes):
+    one, two = (json.loads((d / "metrics.json").read_text()) for d in one_and_two_processes)
+    for key in ("val/log_px", "val/log_px_stderr", "val/bpd", "val/ess"):
+        assert two[key] == pytest.approx(one[key], rel=1e-6, abs=1e-6), key
+    assert (one_and_two_processes[1] / "train_ddp_process_1.log").exists()  # it did use 2 processes
+
+
+def test_eval_under_torchrun_equals_one_process(one_and_two_processes, tmp_path):
+    checkpoint = one_and_two_processes[0] / "checkpoints/last.ckpt"
+    args = [
+        f"ckpt_path={checkpoint}",
+        "estimator.num_samples=64",
+        "num_examples=41",
+        "batch_size=8",
+        "split=val",
+    ]
+    run([PYTHON, "-m", "vaelik.evaluate", *args, f"hydra.run.dir={tmp_path}/one"])
+    run(
+        [
+            TORCHRUN,
+            "--nproc_per_node=2",
+            "--master_port=29517",
+            "-m",
+            "vaelik.evaluate",
+            *args,
+            f"hydra.run.dir={tmp_path}/two",
+        ]
+    )
+    one, two = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("one", "two"))
+    assert (one["processes"], two["processes"]) == (1, 2)
+    assert two["num_examples"] == one["num_examples"] == 41
+    for key in ("log_px_mean", "log_px_stderr", "bpd", "ess_mean", "khat_mean"):
+        assert two[key] == pytest.approx(one[key], rel=1e-6), key
+    rows = [(tmp_path / d / "per_example.csv").read_text().splitlines() for d in ("one", "two")]
+    assert [r.split(",")[0] for r in rows[0]] == [
+        r.split(",")[0] for r in rows[1]
+    ]  # each index once
+
+
+def test_multirun_with_ddp_runs_each_job_once(tmp_path):
+    sweep = tmp_path / "sweep"
+    run(
+        [
+            PYTHON,
+            "-m",
+            "vaelik.train",
+            "-m",
+            "debug=fast",
+            "trainer=ddp",
+            "trainer.devices=2",
+            "latent_dim=4,6",
+            "callbacks.log_likelihood.num_examples=10",
+            "trainer.enable_progress_bar=false",
+            f"hydra.sweep.dir={sweep}",
+        ]
+    )
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert jobs == ["0", "1"]
+    for job in jobs:
+        assert (sweep / job / "metrics.json").is_file()
+        assert (sweep / job / "train_ddp_process_1.log").is_file()  # the child ran this job only
+    configs = [
+        json.loads(
+            json.dumps(__import__("yaml").safe_load((sweep / j / "config.yaml").read_text()))
+        )
+        for j in jobs
+    ]
+    assert [c["latent_dim"] for c in configs] == [4, 6]
