@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -265,3 +266,67 @@ def test_convergence_table_and_plot(trained_run, tmp_path, monkeypatch):
     single = json.loads((eval_dir / "summary.json").read_text())
     row = next(r for r in rows if r["proposal"] == "encoder" and r["num_samples"] == 10)
     assert row["log_px_mean"] == pytest.approx(single["log_px_mean"], abs=1e-9)
+
+
+def test_a_killed_run_resumes_with_continuous_steps(tmp_path):
+    """Kill a training process after its first checkpoint, resume it with ckpt_path=last:
+    the resumed run finishes every epoch, its steps continue where the checkpoint stopped,
+    and the killed run's metrics and checkpoints are still there."""
+    run_dir = tmp_path / "run"
+    args = [
+        "trainer.max_epochs=6",
+        "trainer.limit_train_batches=5",
+        "trainer.log_every_n_steps=1",
+        "callbacks.log_likelihood.num_examples=10",
+        "callbacks.log_likelihood.num_samples=4",
+        "trainer.enable_progress_bar=false",
+        f"hydra.run.dir={run_dir}",
+    ]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vaelik.train", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    last = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not last.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # let the write finish
+    process.kill()
+    process.wait()
+    killed = torch.load(last, weights_only=True)
+    assert killed["epoch"] < 5, "the run finished before it could be killed"
+    result = subprocess.run(
+        [sys.executable, "-m", "vaelik.train", *args, "ckpt_path=last"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    final = torch.load(last, weights_only=True)
+    assert final["epoch"] == 5 and final["global_step"] == 30  # 6 epochs x 5 batches
+    versions = sorted(run_dir.glob("csv/version_*/metrics.csv"))
+    assert len(versions) == 2  # the killed run's metrics are kept
+    with open(versions[1]) as handle:
+        steps = [int(row["step"]) for row in csv.DictReader(handle)]
+    assert min(steps) >= killed["global_step"] and max(steps) == 29
+
+
+def test_resume_from_missing_or_mismatched_checkpoint_fails_clearly(
+    trained_run, tmp_path, monkeypatch, capsys
+):
+    output = run_cli_failing(
+        train.main, ["ckpt_path=last", f"hydra.run.dir={tmp_path}/new"], monkeypatch, capsys
+    )
+    assert "ckpt_path=last but" in output and "hydra.run.dir=<that run's directory>" in output
+    output = run_cli_failing(
+        train.main,
+        [
+            f"ckpt_path={trained_run}/checkpoints/last.ckpt",
+            "latent_dim=5",
+            f"hydra.run.dir={tmp_path}/other",
+        ],
+        monkeypatch,
+        capsys,
+    )
+    assert "does not match the model built from its config" in output

@@ -16,6 +16,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from vaelik.checkpoint import CheckpointError, load_weights, read_checkpoint
 from vaelik.config import config_dir
 from vaelik.factory import build_all, build_model
 from vaelik.lit_module import VAELitModule
@@ -51,8 +52,11 @@ def train(cfg: DictConfig) -> float | None:
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=build_all(cfg.get("callbacks")), logger=loggers or False
     )
+    resume = resume_checkpoint(cfg.get("ckpt_path"), output_dir)
+    if resume is not None:  # fail now, clearly, on a missing, corrupt or mismatched checkpoint
+        load_weights(model, read_checkpoint(resume))
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     finally:
         release_process_group()
 
@@ -64,6 +68,23 @@ def train(cfg: DictConfig) -> float | None:
 
 
 DDP_JOB_ENV = "VAELIK_DDP_JOB"
+
+
+def resume_checkpoint(ckpt_path: str | None, output_dir: Path) -> str | None:
+    """The checkpoint to resume from: ``ckpt_path`` itself, or for ``last`` the run
+    directory's ``checkpoints/last.ckpt`` (resume a run with ``hydra.run.dir=<its directory>
+    ckpt_path=last``). A ``last`` that does not exist is an error, not a fresh start."""
+    if ckpt_path is None:
+        return None
+    if ckpt_path == "last":
+        path = output_dir / "checkpoints" / "last.ckpt"
+        if not path.is_file():
+            raise CheckpointError(
+                f"ckpt_path=last but {path} does not exist: resume a run with "
+                "hydra.run.dir=<that run's directory> ckpt_path=last, or give ckpt_path=PATH"
+            )
+        return str(path)
+    return str(ckpt_path)
 
 
 DIST_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK")
