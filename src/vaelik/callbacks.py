@@ -8,18 +8,21 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 
+from vaelik.convergence import convergence_rows, plot_convergence
 from vaelik.evaluation import estimate_examples, gather_results, shard
-from vaelik.images import image_grid, log_grid
 from vaelik.log_weights import check_positive
+from vaelik.media import image_grid, log_figure_file, log_grid, log_histograms
+
+
+def _last_epoch(trainer: pl.Trainer) -> bool:
+    return trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
 
 
 def _due(trainer: pl.Trainer, every_n_epochs: int) -> bool:
     """True on validation epochs ``every_n_epochs`` apart, and on the last training epoch."""
     if trainer.sanity_checking:
         return False
-    epoch = trainer.current_epoch + 1
-    last = trainer.max_epochs is not None and epoch >= trainer.max_epochs
-    return epoch % every_n_epochs == 0 or last
+    return (trainer.current_epoch + 1) % every_n_epochs == 0 or _last_epoch(trainer)
 
 
 class LogLikelihoodCallback(pl.Callback):
@@ -36,6 +39,8 @@ class LogLikelihoodCallback(pl.Callback):
     Args:
         estimator / proposal: as in :mod:`vaelik.estimators` and :mod:`vaelik.proposals`.
         num_samples: K for this per-epoch estimate, replacing the estimator's (None keeps it).
+        convergence_ks: at the last epoch, also plot mean log p(x) against these K values
+            (``convergence.png`` in ``output_dir``, and sent to the loggers).
         num_examples: validation examples used (null: all).
         every_n_epochs: run on every n-th validation epoch (and the last).
         batch_size: examples per estimator call.
@@ -49,6 +54,8 @@ class LogLikelihoodCallback(pl.Callback):
         num_examples: int | None = 500,
         every_n_epochs: int = 1,
         batch_size: int = 100,
+        convergence_ks: list[int] | None = None,
+        output_dir: str | None = None,
     ) -> None:
         if every_n_epochs < 1:
             raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
@@ -62,6 +69,30 @@ class LogLikelihoodCallback(pl.Callback):
         self.num_examples = num_examples
         self.every_n_epochs = every_n_epochs
         self.batch_size = batch_size
+        self.convergence_ks = sorted(set(convergence_ks or []))
+        self.output_dir = Path(output_dir) if output_dir else None
+
+    def _log_convergence(self, trainer, pl_module, dataset, total: int) -> None:
+        """At the last epoch: mean log p(x) against K (nested draws, one pass), as
+        ``convergence.png`` in the run directory and an image for the loggers."""
+        k_max = self.estimator.num_samples
+        rows = convergence_rows(
+            pl_module.model,
+            dataset,
+            range(total),
+            self.estimator,
+            self.proposal,
+            sorted({k for k in self.convergence_ks if k < k_max} | {k_max}),
+            self.batch_size,
+            pl_module.device,
+            trainer.datamodule.num_dims,
+        )
+        if trainer.is_global_zero and self.output_dir is not None:
+            path = self.output_dir / "convergence.png"
+            plot_convergence(
+                rows, path, f"validation, {total} examples, epoch {trainer.current_epoch}"
+            )
+            log_figure_file(trainer, "val/convergence", path)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not _due(trainer, self.every_n_epochs):
@@ -78,6 +109,9 @@ class LogLikelihoodCallback(pl.Callback):
             pl_module.device,
         )
         results = gather_results(local)  # every example once, whatever the number of processes
+        log_histograms(trainer, {"val/log_px_hist": results.log_px, "val/ess_hist": results.ess})
+        if _last_epoch(trainer) and self.convergence_ks:
+            self._log_convergence(trainer, pl_module, dataset, total)
         summary = results.summary(trainer.datamodule.num_dims)
         metrics = {
             "val/log_px": summary["log_px_mean"],

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Subset
 from vaelik.config import config_dir
 from vaelik.estimators import Estimate
 from vaelik.evaluate import load_model, pick_device
-from vaelik.evaluation import PerExampleResults
+from vaelik.evaluation import PerExampleResults, gather_results, shard
 from vaelik.log_weights import check_positive
 
 
@@ -48,13 +48,14 @@ def convergence_rows(
     device,
     num_dims: int,
 ) -> list[dict[str, Any]]:
-    """One summary row per K for one (estimator, proposal) pair on the examples ``indices``."""
+    """One summary row per K for one (estimator, proposal) pair on the examples ``indices``
+    (shared out among processes when distributed, and gathered before summarising)."""
     ks = sorted({check_positive("K", k) for k in ks})
     nested = getattr(estimator, "nested_in_k", False)
     parts: dict[int, list] = {k: [] for k in ks}
     seconds: dict[int, float] = dict.fromkeys(ks, 0.0)
     model.eval()
-    for x, index in DataLoader(Subset(dataset, list(indices)), batch_size=batch_size):
+    for x, index in DataLoader(Subset(dataset, shard(indices)), batch_size=batch_size):
         x, index = x.to(device), torch.as_tensor(index)
         if nested:
             start = time.perf_counter()
@@ -69,7 +70,7 @@ def convergence_rows(
                 seconds[k] += time.perf_counter() - start
     rows = []
     for k in ks:
-        summary = PerExampleResults.concatenate(parts[k]).summary(num_dims)
+        summary = gather_results(PerExampleResults.concatenate(parts[k])).summary(num_dims)
         rows.append(
             {
                 "estimator": estimator.name,

@@ -14,7 +14,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vaelik.checkpoint import CheckpointError, load_weights, read_checkpoint
 from vaelik.config import config_dir
@@ -33,6 +33,7 @@ def train(cfg: DictConfig) -> float | None:
     """
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    name_run_from_hydra(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
 
@@ -55,9 +56,12 @@ def train(cfg: DictConfig) -> float | None:
     resume = resume_checkpoint(cfg.get("ckpt_path"), output_dir)
     if resume is not None:  # fail now, clearly, on a missing, corrupt or mismatched checkpoint
         load_weights(model, read_checkpoint(resume))
+    succeeded = False
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+        succeeded = True
     finally:
+        finish_loggers(loggers, succeeded)
         release_process_group()
 
     final = {key: float(value) for key, value in trainer.callback_metrics.items()}
@@ -68,6 +72,32 @@ def train(cfg: DictConfig) -> float | None:
 
 
 DDP_JOB_ENV = "VAELIK_DDP_JOB"
+
+
+def name_run_from_hydra(cfg: DictConfig) -> None:
+    """Fill ``run_name`` (the job's overrides, or ``task_name``) and ``run_group`` (the sweep's
+    directory name in a multirun) when the config leaves them null, so that loggers such as
+    wandb name runs after what was varied and group a sweep's runs together."""
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    with open_dict(cfg):
+        if cfg.get("run_name") is None:
+            cfg.run_name = hydra_cfg.job.override_dirname or cfg.task_name
+        if cfg.get("run_group") is None and hydra_cfg.mode == RunMode.MULTIRUN:
+            cfg.run_group = Path(hydra_cfg.sweep.dir).name
+
+
+def finish_loggers(loggers: list, succeeded: bool) -> None:
+    """Close the loggers' runs, marking a failed fit as failed (wandb's exit code 1), so that
+    a crashed run is not left open and the next job of a sweep starts a run of its own."""
+    for logger in loggers:
+        if getattr(logger, "_experiment", None) is not None and hasattr(
+            logger.experiment, "finish"
+        ):
+            logger.experiment.finish(exit_code=0 if succeeded else 1)
+        else:
+            logger.finalize("success" if succeeded else "failed")
 
 
 def resume_checkpoint(ckpt_path: str | None, output_dir: Path) -> str | None:
