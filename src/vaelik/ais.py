@@ -64,10 +64,9 @@ class AnnealedImportanceSampling(LogWeightEstimator):
         name: str = "ais",
         proposal: Proposal | None = None,
     ) -> None:
-        self.num_samples = check_positive("estimator.num_samples (K)", num_samples)
+        super().__init__(num_samples, chunk_size, seed, name, proposal)
         self.num_steps = check_positive("estimator.num_steps", num_steps)
         self.leapfrog_steps = check_positive("estimator.leapfrog_steps", leapfrog_steps)
-        self.chunk_size = check_positive("estimator.chunk_size", chunk_size)
         if not step_size > 0:
             raise ValueError(f"estimator.step_size must be > 0, got {step_size}")
         if not 0 < target_accept < 1:
@@ -76,9 +75,6 @@ class AnnealedImportanceSampling(LogWeightEstimator):
         self.step_size = float(step_size)
         self.target_accept = float(target_accept)
         self.adapt_step_size = adapt_step_size
-        self.seed = int(seed)
-        self.name = name
-        self.fixed_proposal = proposal
 
     def log_weights(
         self, model: VAE, x: torch.Tensor, index: torch.Tensor, proposal: Proposal

@@ -38,13 +38,18 @@ class Estimate:
 
 
 class LogWeightEstimator:
-    """An estimator defined by its log-weights ``[K, B]``: subclasses set ``name``,
-    ``num_samples`` and ``fixed_proposal`` and implement ``log_weights``; the reduction to an
-    :class:`Estimate` and the choice of proposal are shared."""
+    """An estimator defined by its log-weights ``[K, B]``: subclasses implement
+    ``log_weights``; K, the chunk size, the seed, the reported name, the choice of proposal and
+    the reduction to an :class:`Estimate` are shared."""
 
-    name: str
-    num_samples: int
-    fixed_proposal: Proposal | None
+    def __init__(
+        self, num_samples: int, chunk_size: int, seed: int, name: str, proposal: Proposal | None
+    ) -> None:
+        self.num_samples = check_positive("estimator.num_samples (K)", num_samples)
+        self.chunk_size = check_positive("estimator.chunk_size", chunk_size)
+        self.seed = int(seed)
+        self.name = name
+        self.fixed_proposal = proposal
 
     def proposal_for(self, proposal: Proposal) -> Proposal:
         """The proposal this estimator actually uses given the run's ``proposal``."""
@@ -88,11 +93,7 @@ class ImportanceSampling(LogWeightEstimator):
         name: str = "importance",
         proposal: Proposal | None = None,
     ) -> None:
-        self.num_samples = check_positive("estimator.num_samples (K)", num_samples)
-        self.chunk_size = check_positive("estimator.chunk_size", chunk_size)
-        self.seed = int(seed)
-        self.name = name
-        self.fixed_proposal = proposal
+        super().__init__(num_samples, chunk_size, seed, name, proposal)
 
     def log_weights(
         self, model: VAE, x: torch.Tensor, index: torch.Tensor, proposal: Proposal

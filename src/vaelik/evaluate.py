@@ -7,6 +7,8 @@ import json
 import os
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +37,20 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def init_distributed(device: torch.device) -> None:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1): NCCL on GPUs,
-    gloo on CPUs. Each process then evaluates a disjoint share of the examples."""
-    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not dist.is_initialized():
+@contextmanager
+def process_group(device: torch.device) -> Iterator[None]:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1): NCCL on GPUs, gloo
+    on CPUs; each process then evaluates a disjoint share of the examples. The group is
+    destroyed on the way out (left to interpreter exit, gloo can abort a process)."""
+    joined = int(os.environ.get("WORLD_SIZE", 1)) > 1 and not dist.is_initialized()
+    if joined:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        yield
+    finally:
+        if joined:
+            dist.barrier()
+            dist.destroy_process_group()
 
 
 def write_results(output_dir: Path, results: PerExampleResults, summary: dict[str, Any]) -> None:
@@ -70,27 +81,27 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Rebuild the model of ``cfg.ckpt_path``, estimate log p(x) on ``cfg.split``, write results."""
     model, datamodule = load_model(cfg)
     device = pick_device(cfg.device)
-    init_distributed(device)
     model.to(device)
 
     estimator = instantiate(cfg.estimator)
     proposal = instantiate(cfg.proposal)
     dataset = datamodule.dataset(cfg.split)
     count = len(dataset) if cfg.num_examples is None else min(int(cfg.num_examples), len(dataset))
-    start = time.perf_counter()
-    rank, size = world()
-    local = estimate_examples(
-        model,
-        dataset,
-        estimator,
-        proposal,
-        shard(range(count)),
-        cfg.batch_size,
-        device,
-        progress=rank == 0,
-    )
-    results = gather_results(local)
-    seconds = time.perf_counter() - start
+    with process_group(device):
+        start = time.perf_counter()
+        rank, size = world()
+        local = estimate_examples(
+            model,
+            dataset,
+            estimator,
+            proposal,
+            shard(range(count)),
+            cfg.batch_size,
+            device,
+            progress=rank == 0,
+        )
+        results = gather_results(local)
+        seconds = time.perf_counter() - start
 
     summary: dict[str, Any] = {
         **results.summary(datamodule.num_dims),

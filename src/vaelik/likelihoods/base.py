@@ -16,6 +16,10 @@ from torch.distributions import Distribution
 IMAGE_DIMS = 3
 
 
+EIGHT_BIT = ("8bit",)
+EIGHT_BIT_REMEDY = "use likelihood=bernoulli for binary data, or a density for continuous data"
+
+
 class IncompatibleDataError(ValueError):
     """A likelihood head was paired with data it cannot model."""
 

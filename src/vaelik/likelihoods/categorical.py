@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.distributions import Categorical, Distribution, constraints
 
-from vaelik.likelihoods.base import IMAGE_DIMS, LikelihoodHead
+from vaelik.likelihoods.base import EIGHT_BIT, EIGHT_BIT_REMEDY, IMAGE_DIMS, LikelihoodHead
 
 NUM_VALUES = 256
 
@@ -47,8 +47,8 @@ class CategoricalHead(LikelihoodHead):
 
     name = "categorical"
     params_per_channel = NUM_VALUES
-    accepts = ("8bit",)
-    remedy = "use likelihood=bernoulli for binary data, or a density for continuous data"
+    accepts = EIGHT_BIT
+    remedy = EIGHT_BIT_REMEDY
 
     def __call__(self, params: torch.Tensor) -> Distribution:
         return CategoricalImage(params.unflatten(-3, (self.data_channels, NUM_VALUES)))

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Distribution, constraints
 
-from vaelik.likelihoods.base import IMAGE_DIMS, LikelihoodHead
+from vaelik.likelihoods.base import EIGHT_BIT, EIGHT_BIT_REMEDY, IMAGE_DIMS, LikelihoodHead
 
 HALF_BIN = 1.0 / 255.0
 MAX_VALUE = 255
@@ -106,8 +106,8 @@ class DiscretizedLogisticHead(LikelihoodHead):
 
     name = "discretized_logistic"
     params_per_channel = 2
-    accepts = ("8bit",)
-    remedy = "use likelihood=bernoulli for binary data, or a density for continuous data"
+    accepts = EIGHT_BIT
+    remedy = EIGHT_BIT_REMEDY
 
     def __init__(
         self,
@@ -223,8 +223,8 @@ class DiscretizedLogisticMixtureHead(LikelihoodHead):
     + C(C-1)/2 K (coupling coefficients): 10 K for RGB, 3 K for grey."""
 
     name = "discretized_logistic_mixture"
-    accepts = ("8bit",)
-    remedy = "use likelihood=bernoulli for binary data, or a density for continuous data"
+    accepts = EIGHT_BIT
+    remedy = EIGHT_BIT_REMEDY
 
     def __init__(
         self,
