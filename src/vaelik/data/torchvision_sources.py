@@ -22,13 +22,14 @@ class TorchvisionSource:
     dataset_class: str
     layout: str
     native_kind: DataKind = "8bit"
+    default_val_size = 10_000
 
     def __init__(
-        self, data_dir: str, download: bool = True, val_size: int = 10_000, seed: int = 0
+        self, data_dir: str, download: bool = True, val_size: int | None = None, seed: int = 0
     ) -> None:
         self.data_dir = Path(data_dir)
         self.download = download
-        self.val_size = val_size
+        self.val_size = self.default_val_size if val_size is None else val_size
         self.seed = seed
 
     def _part(self, train: bool) -> dict[str, object]:
@@ -86,11 +87,7 @@ class CIFAR10(TorchvisionSource):
 
     dataset_class = "CIFAR10"
     layout = "cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}"
-
-    def __init__(
-        self, data_dir: str, download: bool = True, val_size: int = 5_000, seed: int = 0
-    ) -> None:
-        super().__init__(data_dir, download, val_size, seed)
+    default_val_size = 5_000
 
 
 class SVHN(TorchvisionSource):
@@ -98,11 +95,7 @@ class SVHN(TorchvisionSource):
 
     dataset_class = "SVHN"
     layout = "{train,test}_32x32.mat"
-
-    def __init__(
-        self, data_dir: str, download: bool = True, val_size: int = 5_000, seed: int = 0
-    ) -> None:
-        super().__init__(data_dir, download, val_size, seed)
+    default_val_size = 5_000
 
     def _part(self, train: bool) -> dict[str, object]:
         return {"split": "train" if train else "test"}
