@@ -79,3 +79,15 @@ def pareto_khat(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
         xi = generalized_pareto_shape(exceedances[fit])
         khat[fit] = (tail * xi + 10 * 0.5) / (tail + 10)
     return khat.reshape(log_w.shape[:-1])
+
+
+def log_weight_standard_error(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """Standard error of the importance estimate mean(w): sqrt((mean(w^2) - mean(w)^2) / (K-1)),
+    computed from log-weights in float64 without leaving log space until the end."""
+    log_w = log_w.double()
+    k = log_w.shape[dim]
+    log_mean = log_mean_exp(log_w, dim)
+    log_mean_sq = log_mean_exp(2 * log_w, dim)
+    # mean(w^2) - mean(w)^2 = exp(log_mean_sq) (1 - exp(2 log_mean - log_mean_sq))
+    spread = log_mean_sq + torch.log1p(-torch.exp(torch.clamp(2 * log_mean - log_mean_sq, max=0.0)))
+    return torch.exp(0.5 * (spread - math.log(max(k - 1, 1))))
