@@ -99,13 +99,10 @@ class DiscretizedLogisticImage(Distribution):
         return log_p.flatten(-IMAGE_DIMS).sum(-1)
 
 
-class DiscretizedLogisticHead(LikelihoodHead):
-    """A discretized logistic per sub-pixel (the seed's CIFAR-10 head): 2 decoder channels per
-    data channel (means, then log-scales). ``bounded`` uses the seed's sigmoid bound on the
-    log-scale, in [``log_scale_min``, 0]; otherwise it is only clamped below."""
+class LogisticHead(LikelihoodHead):
+    """What the logistic heads share: 8-bit data, and the log-scale's floor ``log_scale_min``
+    (< 0) with, when ``bounded``, the seed's sigmoid bound to [``log_scale_min``, 0]."""
 
-    name = "discretized_logistic"
-    params_per_channel = 2
     accepts = EIGHT_BIT
     remedy = EIGHT_BIT_REMEDY
 
@@ -121,6 +118,14 @@ class DiscretizedLogisticHead(LikelihoodHead):
             raise ValueError(f"log_scale_min must be < 0, got {log_scale_min}")
         self.log_scale_min = log_scale_min
         self.bounded = bounded
+
+
+class DiscretizedLogisticHead(LogisticHead):
+    """A discretized logistic per sub-pixel (the seed's CIFAR-10 head): 2 decoder channels per
+    data channel (means, then log-scales); the log-scale bounded by default."""
+
+    name = "discretized_logistic"
+    params_per_channel = 2
 
     def __call__(self, params: torch.Tensor) -> Distribution:
         mean, raw = params.chunk(2, dim=-IMAGE_DIMS)
@@ -217,14 +222,13 @@ class DiscretizedLogisticMixtureImage(Distribution):
         return intensity_to_pixels(torch.stack(torch.broadcast_tensors(*values), dim=-3))
 
 
-class DiscretizedLogisticMixtureHead(LikelihoodHead):
+class DiscretizedLogisticMixtureHead(LogisticHead):
     """PixelCNN++'s discretized logistic mixture with ``num_components`` = K components per
     pixel: decoder channels K (mixture logits) + C K (means) + C K (log-scales)
-    + C(C-1)/2 K (coupling coefficients): 10 K for RGB, 3 K for grey."""
+    + C(C-1)/2 K (coupling coefficients): 10 K for RGB, 3 K for grey. The log-scale is only
+    clamped below by default, as in PixelCNN++."""
 
     name = "discretized_logistic_mixture"
-    accepts = EIGHT_BIT
-    remedy = EIGHT_BIT_REMEDY
 
     def __init__(
         self,
@@ -237,20 +241,16 @@ class DiscretizedLogisticMixtureHead(LikelihoodHead):
         if num_components < 1:
             raise ValueError(f"num_components must be >= 1, got {num_components}")
         self.num_components = num_components
-        super().__init__(data_channels, param_channels)
-        self.log_scale_min = log_scale_min
-        self.bounded = bounded
+        super().__init__(data_channels, param_channels, log_scale_min, bounded)
 
     def expected_param_channels(self, data_channels: int) -> int:
         return self.num_components * (1 + 2 * data_channels + coupling_count(data_channels))
 
     def __call__(self, params: torch.Tensor) -> Distribution:
         k, c = self.num_components, self.data_channels
-        grid = params.shape[-2:]
         logits = params[..., :k, :, :]
         rest = params[..., k:, :, :].unflatten(-3, (-1, k))  # [..., 2C + C(C-1)/2, K, H, W]
         means, raw_scales, raw_coeffs = rest.split([c, c, coupling_count(c)], dim=-4)
-        assert means.shape[-2:] == grid
         return DiscretizedLogisticMixtureImage(
             logits,
             means,
