@@ -9,6 +9,7 @@ import lightning.pytorch as pl
 import torch
 
 from vaelik.convergence import convergence_rows, plot_convergence
+from vaelik.data.datamodule import example_count
 from vaelik.evaluation import estimate_examples, gather_results, shard
 from vaelik.log_weights import check_positive
 from vaelik.media import image_grid, log_figure_file, log_grid, log_histograms
@@ -98,7 +99,7 @@ class LogLikelihoodCallback(pl.Callback):
         if not _due(trainer, self.every_n_epochs):
             return
         dataset = trainer.datamodule.dataset("val")
-        total = len(dataset) if self.num_examples is None else min(self.num_examples, len(dataset))
+        total = example_count(dataset, self.num_examples)
         local = estimate_examples(
             pl_module.model,
             dataset,

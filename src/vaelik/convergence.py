@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Subset
 
 from vaelik.config import config_dir
+from vaelik.data.datamodule import example_count
 from vaelik.estimators import Estimate
 from vaelik.evaluate import load_model, pick_device
 from vaelik.evaluation import PerExampleResults, gather_results, shard
@@ -141,7 +142,7 @@ def convergence(cfg: DictConfig) -> list[dict[str, Any]]:
     device = pick_device(cfg.device)
     model.to(device)
     dataset = datamodule.dataset(cfg.split)
-    count = len(dataset) if cfg.num_examples is None else min(int(cfg.num_examples), len(dataset))
+    count = example_count(dataset, cfg.num_examples)
     rows: list[dict[str, Any]] = []
     for estimator_name in cfg.estimators:
         for proposal_name in cfg.proposals:

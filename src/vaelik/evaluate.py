@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from vaelik.checkpoint import load_weights, read_checkpoint
 from vaelik.config import config_dir
 from vaelik.data import ImageDataModule
+from vaelik.data.datamodule import example_count
 from vaelik.evaluation import PerExampleResults, estimate_examples, gather_results, shard, world
 from vaelik.factory import build_model
 from vaelik.model import VAE
@@ -86,7 +87,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     estimator = instantiate(cfg.estimator)
     proposal = instantiate(cfg.proposal)
     dataset = datamodule.dataset(cfg.split)
-    count = len(dataset) if cfg.num_examples is None else min(int(cfg.num_examples), len(dataset))
+    count = example_count(dataset, cfg.num_examples)
     with process_group(device):
         start = time.perf_counter()
         rank, size = world()

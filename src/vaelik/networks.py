@@ -75,7 +75,33 @@ def downsampled(shape: Sequence[int], times: int) -> tuple[int, int]:
     return height // factor, width // factor
 
 
-class ConvEncoder(nn.Module):
+class GridEncoder(nn.Module):
+    """Convolutional ``features`` on ``[B, C, H, W]``, flattened, then a linear ``head``."""
+
+    features: nn.Module
+    head: nn.Module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).flatten(1))
+
+
+class GridDecoder(nn.Module):
+    """A linear ``head`` from the latent to ``channels[0]`` maps of H/2^n x W/2^n (n stages),
+    then convolutional ``features`` up to ``out_shape = [P, H, W]``."""
+
+    features: nn.Module
+
+    def __init__(self, in_features: int, out_shape: Sequence[int], channels: Sequence[int]) -> None:
+        super().__init__()
+        self.out_shape = tuple(int(s) for s in out_shape)
+        self.start = (int(channels[0]), *downsampled(self.out_shape, len(channels)))
+        self.head = nn.Linear(in_features, math.prod(self.start))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.features(self.head(z).unflatten(-1, self.start))
+
+
+class ConvEncoder(GridEncoder):
     """Strided 4x4 convolutions, one per entry of ``channels``, each halving H and W, then a
     linear layer to ``out_features``: ``[B, C, H, W] -> [B, out_features]``."""
 
@@ -99,11 +125,8 @@ class ConvEncoder(nn.Module):
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(previous * height * width, out_features)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x).flatten(1))
 
-
-class ConvDecoder(nn.Module):
+class ConvDecoder(GridDecoder):
     """A linear layer to ``channels[0]`` maps of H/2^n x W/2^n, then 4x4 transposed
     convolutions doubling H and W, the last one to the head's ``P`` channels:
     ``[N, L] -> [N, P, H, W]``."""
@@ -115,10 +138,7 @@ class ConvDecoder(nn.Module):
         channels: Sequence[int] = (64, 32),
         activation: str = "relu",
     ) -> None:
-        super().__init__()
-        self.out_shape = tuple(int(s) for s in out_shape)
-        self.start = (int(channels[0]), *downsampled(self.out_shape, len(channels)))
-        self.head = nn.Linear(in_features, math.prod(self.start))
+        super().__init__(in_features, out_shape, channels)
         layers: list[nn.Module] = [ACTIVATIONS[activation]()]
         widths = [*channels, self.out_shape[0]]
         for i, (fan_in, fan_out) in enumerate(itertools.pairwise(widths)):
@@ -126,9 +146,6 @@ class ConvDecoder(nn.Module):
             if i < len(channels) - 1:
                 layers.append(ACTIVATIONS[activation]())
         self.features = nn.Sequential(*layers)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.features(self.head(z).unflatten(-1, self.start))
 
 
 class ResidualBlock(nn.Module):
@@ -149,7 +166,7 @@ class ResidualBlock(nn.Module):
         return x + self.body(x)
 
 
-class ResNetEncoder(nn.Module):
+class ResNetEncoder(GridEncoder):
     """A 3x3 stem, then per entry of ``channels``: a strided 4x4 convolution (halving H, W)
     and ``blocks`` residual blocks with batch norm; then a linear layer to ``out_features``."""
 
@@ -173,11 +190,8 @@ class ResNetEncoder(nn.Module):
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(previous * height * width, out_features)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x).flatten(1))
 
-
-class ResNetDecoder(nn.Module):
+class ResNetDecoder(GridDecoder):
     """A linear layer to ``channels[0]`` maps of H/2^n x W/2^n, then per entry of ``channels``:
     ``blocks`` residual blocks and a 4x4 transposed convolution doubling H, W; batch norm,
     activation and a 3x3 convolution to the head's ``P`` channels."""
@@ -190,10 +204,7 @@ class ResNetDecoder(nn.Module):
         blocks: int = 2,
         activation: str = "relu",
     ) -> None:
-        super().__init__()
-        self.out_shape = tuple(int(s) for s in out_shape)
-        self.start = (int(channels[0]), *downsampled(self.out_shape, len(channels)))
-        self.head = nn.Linear(in_features, math.prod(self.start))
+        super().__init__(in_features, out_shape, channels)
         layers: list[nn.Module] = []
         widths = [*channels, channels[-1]]
         for fan_in, fan_out in itertools.pairwise(widths):
@@ -205,6 +216,3 @@ class ResNetDecoder(nn.Module):
             nn.Conv2d(widths[-1], self.out_shape[0], 3, padding=1),
         ]
         self.features = nn.Sequential(*layers)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.features(self.head(z).unflatten(-1, self.start))

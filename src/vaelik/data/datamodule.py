@@ -103,8 +103,8 @@ class ImageDataModule(pl.LightningDataModule):
         return self.loader("test")
 
 
-def first_examples(dataset: torch.utils.data.Dataset, count: int | None) -> torch.utils.data.Subset:
-    """The first ``count`` examples of ``dataset`` (all when ``count`` is None or too large)."""
+def example_count(dataset: torch.utils.data.Dataset, limit: int | None) -> int:
+    """How many of the first examples of ``dataset`` to use: all when ``limit`` is None, else
+    at most ``limit``."""
     total = len(dataset)  # type: ignore[arg-type]
-    n = total if count is None else min(int(count), total)
-    return torch.utils.data.Subset(dataset, range(n))
+    return total if limit is None else min(int(limit), total)
