@@ -44,7 +44,7 @@ def load_model_and_data(args: argparse.Namespace):
 
     from vaelik.checkpoint import load_weights, read_checkpoint
     from vaelik.config import config_dir
-    from vaelik.factory import build_model
+    from vaelik.models.factory import build_model
 
     if args.ckpt:
         checkpoint = read_checkpoint(args.ckpt)
@@ -80,19 +80,18 @@ def decoder_flops_per_sample(model) -> int:
 @torch.no_grad()
 def baseline_log_px(model, x: torch.Tensor, num_samples: int, chunk: int = 100) -> torch.Tensor:
     """The per-example loop: copies of x, encoder re-run per chunk, BCE log-likelihood."""
-    prior = model.prior()
     results = []
     for example in x:
         log_w = []
         for _ in range(num_samples // chunk):
             copies = example.expand(chunk, *example.shape)
-            q = model.encode(copies)
+            q = model.posterior(copies).distribution()
             z = q.sample()
             logits = model.decoder(z)
             log_px_z = -F.binary_cross_entropy_with_logits(logits, copies, reduction="none").sum(
                 (1, 2, 3)
             )
-            log_w.append(log_px_z + prior.log_prob(z) - q.log_prob(z))
+            log_w.append(log_px_z + model.prior.log_prob(z) - q.log_prob(z))
         log_w = torch.cat(log_w).double()
         results.append(torch.logsumexp(log_w, 0) - math.log(log_w.numel()))
     return torch.stack(results)
@@ -101,8 +100,8 @@ def baseline_log_px(model, x: torch.Tensor, num_samples: int, chunk: int = 100) 
 def vaelik_log_px(
     model, x: torch.Tensor, num_samples: int, chunk_size: int, batch: int
 ) -> torch.Tensor:
-    from vaelik.estimators import ImportanceSampling
-    from vaelik.proposals import EncoderProposal
+    from vaelik.inference.estimators import ImportanceSampling
+    from vaelik.inference.proposals import EncoderProposal
 
     estimator = ImportanceSampling(num_samples=num_samples, chunk_size=chunk_size)
     index = torch.arange(len(x))

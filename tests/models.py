@@ -7,10 +7,11 @@ import math
 import torch
 from torch.distributions import MultivariateNormal
 
-from vaelik.latent import DiagonalGaussian, StandardNormal
-from vaelik.likelihoods import BernoulliHead, GaussianHead
-from vaelik.model import VAE
-from vaelik.networks import MLPDecoder, MLPEncoder
+from vaelik.models.guides import DiagonalGaussianGuide
+from vaelik.models.likelihoods import BernoulliHead, GaussianHead
+from vaelik.models.networks import MLPDecoder, MLPEncoder
+from vaelik.models.priors import StandardNormal
+from vaelik.models.vae import VAE
 
 SHAPE = (1, 2, 3)  # D = 6 binary pixels
 
@@ -19,8 +20,9 @@ def tiny_bernoulli_vae(latent_dim: int = 1, seed: int = 0) -> VAE:
     """A randomly initialised MLP VAE over 6 binary pixels, small enough for brute-force p(x)."""
     torch.manual_seed(seed)
     model = VAE(
-        encoder=MLPEncoder(SHAPE, 2 * latent_dim, hidden=(16,), activation="tanh"),
-        posterior=DiagonalGaussian(latent_dim),
+        guide=DiagonalGaussianGuide(
+            MLPEncoder(SHAPE, 2 * latent_dim, hidden=(16,), activation="tanh"), latent_dim
+        ),
         prior=StandardNormal(latent_dim),
         decoder=MLPDecoder(latent_dim, SHAPE, hidden=(16,), activation="tanh"),
         likelihood=BernoulliHead(data_channels=1),
@@ -69,15 +71,16 @@ def linear_gaussian_vae(
     cov = torch.linalg.inv(torch.eye(latent, dtype=torch.float64) + w.T @ w / noise**2)
     std = cov.diagonal().sqrt() * (1 - posterior_error)
     model = VAE(
-        encoder=MLPEncoder(shape, 2 * latent, hidden=()),
-        posterior=DiagonalGaussian(latent, min_scale=0.0),
+        guide=DiagonalGaussianGuide(
+            MLPEncoder(shape, 2 * latent, hidden=()), latent, min_scale=0.0
+        ),
         prior=StandardNormal(latent),
         decoder=MLPDecoder(latent, (2, 1, dim), hidden=()),
         likelihood=GaussianHead(data_channels=1),
     )
     gain = cov @ w.T / noise**2
     with torch.no_grad():
-        enc, dec = model.encoder.net[0], model.decoder.net[0]
+        enc, dec = model.guide.encoder.net[0], model.decoder.net[0]
         enc.weight.zero_()
         enc.weight[:latent] = gain.float()
         enc.bias[:latent] = (-gain @ b + posterior_error).float()

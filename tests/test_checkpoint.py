@@ -9,9 +9,8 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import compose_config
-from vaelik.checkpoint import CheckpointError, load_weights, read_checkpoint
-from vaelik.factory import build_model
-from vaelik.lit_module import CONFIG_KEY
+from vaelik.checkpoint import CONFIG_KEY, CheckpointError, load_weights, read_checkpoint
+from vaelik.models.factory import build_model
 
 
 @pytest.fixture
@@ -55,12 +54,20 @@ def test_checkpoint_without_config(tmp_path):
 
 
 def test_mismatched_checkpoint(saved, tmp_path):
-    path, _, config = saved
-    other = copy.deepcopy(config)
-    other["latent_dim"] = 4
-    other["posterior"]["latent_dim"] = 4
-    other["encoder"]["out_features"] = 8
-    other["decoder"]["in_features"] = 4
+    path = saved[0]
+    other = compose_config("train", ["latent_dim=4"], output_dir=str(tmp_path))
     checkpoint = read_checkpoint(path)
     with pytest.raises(CheckpointError, match="(?s)does not match.*size mismatch"):
-        load_weights(build_model(OmegaConf.create(other), "binary"), checkpoint)
+        load_weights(build_model(other, "binary"), checkpoint)
+
+
+def test_checkpoint_of_the_first_version_fails_clearly(saved, tmp_path):
+    """vaelik 0.1 configs had no model group: say so rather than fail inside instantiate."""
+    path, _, config = saved
+    old = copy.deepcopy(config)
+    del old["model"]
+    raw = torch.load(path, weights_only=True)
+    raw[CONFIG_KEY] = old
+    torch.save(raw, tmp_path / "old.ckpt")
+    with pytest.raises(CheckpointError, match="vaelik 0.1.*retrain"):
+        read_checkpoint(tmp_path / "old.ckpt")

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import run_cli, run_cli_failing
-from vaelik import convergence, evaluate, train
+from vaelik.cli import convergence, evaluate, train
 
 FAST = [
     "trainer.max_epochs=2",
@@ -37,7 +37,7 @@ def trained_run(tmp_path_factory) -> Path:
     """One short training run through the real console script (a fresh process)."""
     run_dir = tmp_path_factory.mktemp("train") / "run"
     script = Path(sys.executable).with_name("vaelik-train")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "vaelik.train"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "vaelik.cli.train"]
     env = {**os.environ, "WANDB_MODE": "offline"}
     result = subprocess.run(
         [*command, *FAST, f"hydra.run.dir={run_dir}"],
@@ -283,7 +283,7 @@ def test_a_killed_run_resumes_with_continuous_steps(tmp_path):
         f"hydra.run.dir={run_dir}",
     ]
     process = subprocess.Popen(
-        [sys.executable, "-m", "vaelik.train", *args],
+        [sys.executable, "-m", "vaelik.cli.train", *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -297,7 +297,7 @@ def test_a_killed_run_resumes_with_continuous_steps(tmp_path):
     killed = torch.load(last, weights_only=True)
     assert killed["epoch"] < 5, "the run finished before it could be killed"
     result = subprocess.run(
-        [sys.executable, "-m", "vaelik.train", *args, "ckpt_path=last"],
+        [sys.executable, "-m", "vaelik.cli.train", *args, "ckpt_path=last"],
         capture_output=True,
         text=True,
         timeout=600,

@@ -10,13 +10,18 @@ from omegaconf import OmegaConf
 
 from conftest import compose_config
 from vaelik.config import config_dir
+from vaelik.models.factory import build_model
 
 CONF = Path(config_dir())
 TRAIN_GROUPS = [
     "data",
     "likelihood",
+    "model",
+    "posterior",
+    "prior",
     "encoder",
     "decoder",
+    "objective",
     "proposal",
     "estimator",
     "optim",
@@ -43,7 +48,11 @@ def test_every_group_option_composes_and_resolves(group, option, tmp_path):
     resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     assert resolved["latent_dim"] >= 1
     node = cfg.get(group)
-    if group in ("paths", "experiment", "debug") or (group, option) in NOT_BUILDABLE_HERE:
+    if group in ("model", "posterior", "prior", "experiment"):  # parts of the model: build it
+        model = build_model(cfg, instantiate(cfg.data).kind)
+        assert model.latent_dim == resolved["latent_features"]
+        return
+    if group in ("paths", "debug") or (group, option) in NOT_BUILDABLE_HERE:
         return
     if group in ("logger", "callbacks"):
         built = [instantiate(n) for n in node.values()]

@@ -10,7 +10,8 @@ import scipy.stats as st
 import torch
 
 from conftest import run_cli, run_cli_failing
-from vaelik import deadline as dl
+from vaelik.cli import deadline as deadline_cli
+from vaelik.examples import deadline as dl
 
 
 def test_completion_time_is_the_longest_path():
@@ -86,7 +87,7 @@ def test_the_tilted_path_mixture_beats_the_seeds_proposals_at_70_days():
 )
 def test_bad_values_fail_clearly(argv, message, tmp_path, monkeypatch, capsys):
     output = run_cli_failing(
-        dl.main,
+        deadline_cli.main,
         [
             *argv,
             "num_samples=1000" if "num_samples=0" not in argv else "seed=0",
@@ -100,7 +101,7 @@ def test_bad_values_fail_clearly(argv, message, tmp_path, monkeypatch, capsys):
 
 def test_command_writes_summary_and_the_two_figures(tmp_path, monkeypatch):
     run_cli(
-        dl.main,
+        deadline_cli.main,
         [
             "proposal=critical_path",
             "num_samples=20000",

@@ -9,8 +9,8 @@ import pytest
 import scipy.stats as st
 import torch
 
-from vaelik.ais import AnnealedImportanceSampling, annealing_schedule
-from vaelik.diagnostics import generalized_pareto_shape, pareto_khat, pareto_tail_size
+from vaelik.inference.ais import AnnealedImportanceSampling, annealing_schedule
+from vaelik.inference.diagnostics import generalized_pareto_shape, pareto_khat, pareto_tail_size
 
 
 @pytest.mark.parametrize("shape", [-0.3, 0.2, 0.5, 0.9])

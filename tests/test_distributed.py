@@ -41,12 +41,12 @@ def run(command: list[str], timeout: int = 600) -> None:
 @pytest.fixture(scope="module")
 def one_and_two_processes(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("ddp")
-    run([PYTHON, "-m", "vaelik.train", *COMMON, f"hydra.run.dir={root}/one"])
+    run([PYTHON, "-m", "vaelik.cli.train", *COMMON, f"hydra.run.dir={root}/one"])
     run(
         [
             PYTHON,
             "-m",
-            "vaelik.train",
+            "vaelik.cli.train",
             *COMMON,
             "trainer=ddp",
             "trainer.devices=2",
@@ -72,14 +72,14 @@ def test_eval_under_torchrun_equals_one_process(one_and_two_processes, tmp_path)
         "batch_size=8",
         "split=val",
     ]
-    run([PYTHON, "-m", "vaelik.evaluate", *args, f"hydra.run.dir={tmp_path}/one"])
+    run([PYTHON, "-m", "vaelik.cli.evaluate", *args, f"hydra.run.dir={tmp_path}/one"])
     run(
         [
             TORCHRUN,
             "--nproc_per_node=2",
             "--master_port=29517",
             "-m",
-            "vaelik.evaluate",
+            "vaelik.cli.evaluate",
             *args,
             f"hydra.run.dir={tmp_path}/two",
         ]
@@ -101,7 +101,7 @@ def test_multirun_with_ddp_runs_each_job_once(tmp_path):
         [
             PYTHON,
             "-m",
-            "vaelik.train",
+            "vaelik.cli.train",
             "-m",
             "debug=fast",
             "trainer=ddp",

@@ -14,8 +14,9 @@ from hydra.utils import instantiate
 
 from conftest import compose_config, write_idx_images, write_idx_labels
 from vaelik.data import CIFAR10, SVHN, DataNotFoundError, EmbeddedRGBPatches, FashionMNIST
-from vaelik.factory import build_model
-from vaelik.likelihoods import IncompatibleDataError
+from vaelik.inference.objectives import Elbo
+from vaelik.models.factory import build_model
+from vaelik.models.likelihoods import IncompatibleDataError
 
 
 @pytest.fixture
@@ -144,7 +145,7 @@ def test_heads_networks_and_datasets_compose_or_fail_clearly(likelihood, network
             continue
         model = build_model(cfg, datamodule.kind)
         x = random_batch(datamodule.kind, datamodule.shape)
-        terms = model.elbo(x)
+        terms = Elbo()(model, x)
         assert terms.elbo.shape == (2,) and torch.isfinite(terms.elbo).all(), (
             data,
             likelihood,
@@ -168,7 +169,7 @@ def test_every_8bit_head_has_a_dataset_and_network_that_compose(tmp_path):
     )
     model = build_model(cfg, "8bit")
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loss = -model.elbo(random_batch("8bit", (3, 32, 32), n=4)).elbo.mean()
+    loss = Elbo()(model, random_batch("8bit", (3, 32, 32), n=4)).loss
     loss.backward()
     optimizer.step()
     assert torch.isfinite(loss) and cfg.decoder.out_shape[0] == 50

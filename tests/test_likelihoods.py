@@ -8,7 +8,7 @@ import pytest
 import scipy.stats as st
 import torch
 
-from vaelik.likelihoods import (
+from vaelik.models.likelihoods import (
     BernoulliHead,
     CategoricalHead,
     DiscretizedLogisticHead,
@@ -16,7 +16,7 @@ from vaelik.likelihoods import (
     GaussianHead,
     IncompatibleDataError,
 )
-from vaelik.likelihoods.logistic import discretized_logistic_log_prob
+from vaelik.models.likelihoods.logistic import discretized_logistic_log_prob
 
 VALUES = torch.arange(256, dtype=torch.float64)
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from models import linear_gaussian_log_px, linear_gaussian_vae, orthogonal_columns
-from vaelik.ais import AnnealedImportanceSampling
-from vaelik.estimators import ImportanceSampling
-from vaelik.proposals import (
+from vaelik.inference.ais import AnnealedImportanceSampling
+from vaelik.inference.estimators import ImportanceSampling
+from vaelik.inference.proposals import (
     DefensiveProposal,
     EncoderProposal,
     InflatedProposal,

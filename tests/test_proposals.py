@@ -1,27 +1,37 @@
-"""Every proposal's log_prob against scipy, its sample moments, and its bad values."""
+"""Every proposal's log_prob against scipy, its sample moments (drawn from noise, as the
+estimators draw), and its bad values."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import scipy.stats as st
 import torch
-from torch.distributions import Independent, Normal
 
-from vaelik.proposals import (
+from vaelik.inference.proposals import (
     DefensiveProposal,
     EncoderProposal,
     InflatedProposal,
     PriorProposal,
     StudentTProposal,
 )
+from vaelik.models.guides import DiagonalGaussianPosterior
+from vaelik.models.priors import StandardNormal
 
 LOC = torch.tensor([[0.5, -1.0, 2.0], [0.0, 0.3, -0.2]], dtype=torch.float64)
 SCALE = torch.tensor([[0.2, 1.5, 0.7], [1.0, 0.05, 3.0]], dtype=torch.float64)
-POSTERIOR = Independent(Normal(LOC, SCALE), 1)
-PRIOR = Independent(
-    Normal(torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)), 1
-)
+POSTERIOR = DiagonalGaussianPosterior(LOC, SCALE)
+PRIOR = StandardNormal(3).double()
+# what a proposal reads of the model: its prior, and whether its guide can score latents
+MODEL = SimpleNamespace(prior=PRIOR, guide=SimpleNamespace(can_score=True, name="diagonal"))
+
+
+def draws(proposal, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """n draws for each of the two examples, from noise drawn as the estimators draw it."""
+    noise = torch.stack([proposal.draw_noise(MODEL, POSTERIOR, n) for _ in range(2)], dim=1)
+    return proposal.sample(MODEL, POSTERIOR, noise.double())
 
 
 def scipy_log_prob(name: str, z: np.ndarray) -> np.ndarray:
@@ -63,18 +73,24 @@ PROPOSALS = {
 
 @pytest.mark.parametrize("name", list(PROPOSALS))
 def test_log_prob_matches_scipy(name):
-    r = PROPOSALS[name](POSTERIOR, PRIOR)
+    proposal = PROPOSALS[name]
     z = torch.randn(50, 2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 2
     np.testing.assert_allclose(
-        r.log_prob(z).numpy(), scipy_log_prob(name, z.numpy()), rtol=1e-10, atol=1e-10
+        proposal.log_prob(MODEL, POSTERIOR, z).numpy(),
+        scipy_log_prob(name, z.numpy()),
+        rtol=1e-10,
+        atol=1e-10,
     )
+    # and the density a draw comes with is the density of that draw
+    torch.manual_seed(2)
+    z, log_r = draws(proposal, 20)
+    np.testing.assert_allclose(log_r.numpy(), scipy_log_prob(name, z.numpy()), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", list(PROPOSALS))
 def test_samples_have_the_right_moments(name):
     torch.manual_seed(1)
-    r = PROPOSALS[name](POSTERIOR, PRIOR)
-    z = r.sample((200_000,)).numpy()
+    z = draws(PROPOSALS[name], 200_000)[0].numpy()
     assert z.shape == (200_000, 2, 3)
     mean, var = moments(name)
     stderr = np.sqrt(var / z.shape[0])
@@ -86,18 +102,18 @@ def test_samples_have_the_right_moments(name):
 def test_defensive_alpha_edges_are_the_pure_components():
     z = torch.randn(10, 2, 3, dtype=torch.float64)
     torch.testing.assert_close(
-        DefensiveProposal(0.0)(POSTERIOR, PRIOR).log_prob(z), POSTERIOR.log_prob(z)
+        DefensiveProposal(0.0).log_prob(MODEL, POSTERIOR, z), POSTERIOR.log_prob(z)
     )
     torch.testing.assert_close(
-        DefensiveProposal(1.0)(POSTERIOR, PRIOR).log_prob(z), PRIOR.expand((2,)).log_prob(z)
+        DefensiveProposal(1.0).log_prob(MODEL, POSTERIOR, z), PRIOR.log_prob(z)
     )
 
 
 def test_defensive_weights_are_bounded_by_the_prior_component():
     """log r(z) >= log alpha + log p(z): the weight p(x,z)/r(z) is at most p(x|z)/alpha."""
-    r = DefensiveProposal(0.1)(POSTERIOR, PRIOR)
     z = torch.randn(1000, 2, 3, dtype=torch.float64) * 10
-    assert torch.all(r.log_prob(z) >= np.log(0.1) + PRIOR.log_prob(z) - 1e-9)
+    log_r = DefensiveProposal(0.1).log_prob(MODEL, POSTERIOR, z)
+    assert torch.all(log_r >= np.log(0.1) + PRIOR.log_prob(z) - 1e-9)
 
 
 @pytest.mark.parametrize(

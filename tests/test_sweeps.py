@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from conftest import run_cli
-from vaelik import evaluate, train
+from vaelik.cli import evaluate, train
 from vaelik.config import config_dir
 
 FAST = [
@@ -40,7 +40,7 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
         [
             sys.executable,
             "-m",
-            "vaelik.train",
+            "vaelik.cli.train",
             "-m",
             *FAST,
             "latent_dim=4,6",

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli, run_cli_failing
-from vaelik import train
+from vaelik.cli import train
 from wandb_records import summarize
 
 FAST = ["logger=wandb", "debug=fast", "trainer.enable_progress_bar=false"]

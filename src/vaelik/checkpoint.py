@@ -11,8 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vaelik.lit_module import CONFIG_KEY
-
+CONFIG_KEY = "vaelik_config"
 MODEL_PREFIX = "model."
 
 
@@ -55,6 +54,12 @@ def read_checkpoint(path: str | Path) -> VAECheckpoint:
         raise CheckpointError(
             f"checkpoint {path} was not written by vaelik-train: it has no '{CONFIG_KEY}' entry "
             "with the run's config, so the model cannot be rebuilt from it"
+        )
+    if "model" not in raw[CONFIG_KEY]:
+        raise CheckpointError(
+            f"checkpoint {path} was written by vaelik 0.1, whose config has no 'model' group "
+            "(one latent layer, before guides and priors were configurable); vaelik 0.2 cannot "
+            "rebuild it: retrain it with this version, or evaluate it with vaelik 0.1"
         )
     state = {
         key[len(MODEL_PREFIX) :]: value

@@ -16,7 +16,9 @@ _REPO_CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def config_dir() -> str:
-    """Absolute path of the config tree: ``$VAELIK_CONFIG_DIR`` or the repository's ``conf/``."""
+    """Absolute path of the config tree: ``$VAELIK_CONFIG_DIR`` or the repository's ``conf/``.
+    Registers the ``vaelik.*`` resolvers the tree uses, so that it can be composed."""
+    register_resolvers()
     override = os.environ.get("VAELIK_CONFIG_DIR")
     path = Path(override).resolve() if override else _REPO_CONFIG_DIR
     if not (path / "train.yaml").is_file():
@@ -34,6 +36,7 @@ def register_resolvers() -> None:
     - ``${vaelik.mul:a,b,...}``: product of integers, e.g. the encoder's ``2 * latent_dim`` outputs.
     - ``${vaelik.dlm_channels:C,K}``: decoder channels of a K-component logistic mixture.
     - ``${vaelik.prod:list}``: product of a list, e.g. the number of dimensions ``D = C * H * W``.
+    - ``${vaelik.sum:a,b,...}``: sum of integers, e.g. IAF's ``2 * latent_dim + context`` outputs.
     """
     if not OmegaConf.has_resolver("vaelik.mul"):
         OmegaConf.register_new_resolver("vaelik.mul", lambda *xs: math.prod(int(x) for x in xs))
@@ -42,8 +45,7 @@ def register_resolvers() -> None:
             "vaelik.dlm_channels",
             lambda c, k: int(k) * (1 + 2 * int(c) + int(c) * (int(c) - 1) // 2),
         )
+    if not OmegaConf.has_resolver("vaelik.sum"):
+        OmegaConf.register_new_resolver("vaelik.sum", lambda *xs: sum(int(x) for x in xs))
     if not OmegaConf.has_resolver("vaelik.prod"):
         OmegaConf.register_new_resolver("vaelik.prod", lambda xs: math.prod(int(x) for x in xs))
-
-
-register_resolvers()

@@ -1,0 +1,65 @@
+"""Sharing examples out among processes and gathering their per-example results back."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import fields
+
+import torch
+import torch.distributed as dist
+
+from vaelik.evaluation.results import PerExampleResults
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) of the default process group, or (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def shard(indices: Sequence[int]) -> list[int]:
+    """This process's share of ``indices``: every world-size-th one, from its rank. Shares are
+    disjoint and cover every index once (no padding, unlike a DistributedSampler)."""
+    rank, size = world()
+    return list(indices)[rank::size]
+
+
+def gather_results(results: PerExampleResults) -> PerExampleResults:
+    """Every process's results joined, on every process, sorted by index; an index seen twice
+    (it cannot be, with :func:`shard`) raises instead of being counted twice."""
+    _, size = world()
+    if size == 1:
+        parts = [results]
+    else:
+        parts = [None] * size
+        dist.all_gather_object(
+            parts, {f.name: getattr(results, f.name).cpu() for f in fields(results)}
+        )
+        parts = [PerExampleResults(**part) for part in parts]
+    joined = {
+        f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in fields(PerExampleResults)
+    }
+    order = torch.argsort(joined["index"])
+    joined = {name: value[order] for name, value in joined.items()}
+    if joined["index"].unique().numel() != joined["index"].numel():
+        raise RuntimeError("an example was evaluated by two processes: the shards overlap")
+    return PerExampleResults(**joined)
+
+
+@contextmanager
+def process_group(device: torch.device) -> Iterator[None]:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1): NCCL on GPUs, gloo
+    on CPUs; each process then evaluates a disjoint share of the examples. The group is
+    destroyed on the way out (left to interpreter exit, gloo can abort a process)."""
+    joined = int(os.environ.get("WORLD_SIZE", 1)) > 1 and not dist.is_initialized()
+    if joined:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        yield
+    finally:
+        if joined:
+            dist.barrier()
+            dist.destroy_process_group()

@@ -1,0 +1,75 @@
+"""Per-example results of an estimator over a dataset, and their summary."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+import torch
+
+from vaelik.inference.estimators import Estimate
+from vaelik.metrics import bits_per_dim, mean_and_stderr
+
+KHAT_UNRELIABLE = 0.7
+
+
+@dataclass
+class PerExampleResults:
+    """Estimates for N examples, each ``[N]``: dataset index, log p(x) (nats), normalised ESS,
+    variance of log w, and PSIS k-hat (NaN where K is too small to fit it)."""
+
+    index: torch.Tensor
+    log_px: torch.Tensor
+    ess: torch.Tensor
+    log_weight_var: torch.Tensor
+    khat: torch.Tensor
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[tuple[torch.Tensor, Estimate]]) -> PerExampleResults:
+        """Join per-batch ``(index, estimate)`` pairs."""
+        columns = {f.name: [getattr(e, f.name).cpu() for _, e in parts] for f in fields(Estimate)}
+        if not parts:
+            empty = torch.empty(0, dtype=torch.float64)
+            return cls(torch.empty(0, dtype=torch.long), empty, empty, empty, empty)
+        return cls(
+            index=torch.cat([i.cpu() for i, _ in parts]).long(),
+            **{name: torch.cat(values) for name, values in columns.items()},
+        )
+
+    def summary(self, num_dims: int) -> dict[str, float | int | None]:
+        """Mean log p(x) with its standard error, bits/dim of the mean, ESS and k-hat summaries."""
+        log_px_mean, log_px_stderr = mean_and_stderr(self.log_px)
+        khat = self.khat[torch.isfinite(self.khat)].double()
+        quantiles = (
+            torch.quantile(khat, torch.tensor([0.5, 0.9], dtype=torch.float64)).tolist()
+            if khat.numel()
+            else [None, None]
+        )
+        return {
+            "log_px_mean": log_px_mean,
+            "log_px_stderr": log_px_stderr,
+            "bpd": float(bits_per_dim(log_px_mean, num_dims)),
+            "bpd_stderr": log_px_stderr / (num_dims * math.log(2.0)),
+            "ess_mean": self.ess.double().mean().item(),
+            "ess_min": self.ess.double().min().item(),
+            "log_weight_var_mean": self.log_weight_var.double().mean().item(),
+            "khat_mean": khat.mean().item() if khat.numel() else None,
+            "khat_median": quantiles[0],
+            "khat_p90": quantiles[1],
+            "khat_max": khat.max().item() if khat.numel() else None,
+            "khat_share_above_0.7": (
+                (khat > KHAT_UNRELIABLE).double().mean().item() if khat.numel() else None
+            ),
+            "khat_undefined": int(self.khat.numel() - khat.numel()),
+            "num_examples": int(self.index.numel()),
+        }
+
+    def rows(self) -> list[dict[str, float | int]]:
+        """One dict per example, in index order, for a per-example table."""
+        order = torch.argsort(self.index)
+        names = [f.name for f in fields(self)]
+        return [
+            {name: (int if name == "index" else float)(getattr(self, name)[i]) for name in names}
+            for i in order.tolist()
+        ]

@@ -1,0 +1,133 @@
+"""Evaluate a trained model: rebuild it from its checkpoint, run an estimator over a split (shared
+out among processes when launched by torchrun), write per-example results and a summary."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
+
+from vaelik.checkpoint import load_weights, read_checkpoint
+from vaelik.data import ImageDataModule
+from vaelik.data.datamodule import example_count
+from vaelik.evaluation.distributed import gather_results, process_group, shard, world
+from vaelik.evaluation.results import PerExampleResults
+from vaelik.inference.estimators import Estimate
+from vaelik.models.factory import build_model
+from vaelik.models.vae import VAE
+
+
+def estimate_examples(
+    model: torch.nn.Module,
+    dataset: Dataset,
+    estimator,
+    proposal,
+    indices: Sequence[int],
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> PerExampleResults:
+    """Apply ``estimator`` to the examples ``indices`` of ``dataset`` (items are ``(x, index)``),
+    with a progress bar over examples when ``progress``."""
+    was_training = model.training
+    model.eval()
+    parts: list[tuple[torch.Tensor, Estimate]] = []
+    loader = DataLoader(Subset(dataset, list(indices)), batch_size=batch_size)
+    bar = tqdm(total=len(indices), unit="example", disable=not progress, dynamic_ncols=True)
+    try:
+        for x, index in loader:
+            index = torch.as_tensor(index)
+            parts.append((index, estimator(model, x.to(device), index, proposal)))
+            bar.update(len(index))
+    finally:
+        bar.close()
+        model.train(was_training)
+    return PerExampleResults.concatenate(parts)
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` -> this process's CUDA device when available, else CPU; any other name as given."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def write_results(output_dir: Path, results: PerExampleResults, summary: dict[str, Any]) -> None:
+    """Write ``per_example.csv`` (index, log_px, ess, log_weight_var, khat), ``summary.json``."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    rows = results.rows()
+    with open(output_dir / "per_example.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["index"])
+        writer.writeheader()
+        writer.writerows(rows)
+    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+
+
+def load_model(cfg: DictConfig) -> tuple[VAE, ImageDataModule]:
+    """The VAE of ``cfg.ckpt_path`` with its weights, and its datamodule (data folder replaced
+    by ``cfg.data_dir`` when set)."""
+    checkpoint = read_checkpoint(cfg.ckpt_path)
+    run_cfg = OmegaConf.create(checkpoint.config)
+    if cfg.get("data_dir") is not None and "data_dir" in run_cfg.data.source:
+        run_cfg.data.source.data_dir = cfg.data_dir
+    datamodule = instantiate(run_cfg.data)
+    model = build_model(run_cfg, datamodule.kind)
+    load_weights(model, checkpoint)
+    return model, datamodule
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Rebuild the model of ``cfg.ckpt_path``, estimate log p(x) on ``cfg.split``, write results."""
+    model, datamodule = load_model(cfg)
+    device = pick_device(cfg.device)
+    model.to(device)
+
+    estimator = instantiate(cfg.estimator)
+    proposal = instantiate(cfg.proposal)
+    estimator.check(model, proposal)  # an impossible combination fails before any work
+    dataset = datamodule.dataset(cfg.split)
+    count = example_count(dataset, cfg.num_examples)
+    with process_group(device):
+        start = time.perf_counter()
+        rank, size = world()
+        local = estimate_examples(
+            model,
+            dataset,
+            estimator,
+            proposal,
+            shard(range(count)),
+            cfg.batch_size,
+            device,
+            progress=rank == 0,
+        )
+        results = gather_results(local)
+        seconds = time.perf_counter() - start
+
+    summary: dict[str, Any] = {
+        **results.summary(datamodule.num_dims),
+        "num_samples": estimator.num_samples,
+        "estimator": estimator.name,
+        "proposal": estimator.proposal_for(proposal).name,
+        "split": cfg.split,
+        "seconds": seconds,
+        "samples_per_second": count * estimator.num_samples / seconds,
+        "checkpoint": str(Path(cfg.ckpt_path).resolve()),
+        "device": str(device),
+        "processes": size,
+    }
+    if rank == 0:
+        write_results(Path(cfg.paths.output_dir), results, summary)
+        print(json.dumps(summary, indent=2))
+    return summary

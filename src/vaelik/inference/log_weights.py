@@ -1,0 +1,132 @@
+"""The one routine that computes importance log-weights, for training bounds and for estimators.
+
+For an example x and a proposal r(z|x) (the guide q(z|x) when training), a draw z_k ~ r(z|x) has
+
+    log w_k = log p(x|z_k) + log p(z_k) - log r(z_k|x),
+
+and exp(log w_k) is an unbiased estimate of p(x). :func:`draw_log_weights` computes the terms
+for given noise, with or without gradients: training objectives call it on fresh noise from the
+training generator; :func:`importance_log_weights` calls it in chunks over the K draws and the
+batch on noise from per-example streams (:mod:`vaelik.inference.streams`), without gradients,
+reducing in float64. The guide runs once per example; the decoder sees at most ``chunk_size``
+(draw, example) pairs at a time, so memory depends neither on K nor on the batch size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from vaelik.inference.proposals import Proposal
+from vaelik.inference.streams import keyed_draws, stream_key
+from vaelik.models.guides import Posterior
+from vaelik.models.vae import VAE
+
+
+def check_positive(name: str, value: int) -> int:
+    """Return ``value`` if it is an integer >= 1, else raise a ValueError naming ``name``."""
+    if int(value) != value or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value}")
+    return int(value)
+
+
+def check_finite(log_w: torch.Tensor, what: str = "importance log-weights") -> torch.Tensor:
+    """Raise if any log-weight is NaN (+inf is also invalid: a density cannot be infinite)."""
+    if torch.isnan(log_w).any() or torch.isposinf(log_w).any():
+        raise FloatingPointError(
+            f"NaN or +inf in the {what}: the model or proposal produced an invalid density "
+            "(check the checkpoint, or bound the posterior scale with posterior.log_scale_bound)"
+        )
+    return log_w
+
+
+@dataclass
+class LogWeightTerms:
+    """The pieces of K log-weights per example, each ``[K, B]``: log p(x|z), log p(z) and
+    log r(z|x) of the draws ``z [K, B, L]``."""
+
+    z: torch.Tensor
+    log_px_z: torch.Tensor
+    log_pz: torch.Tensor
+    log_r: torch.Tensor
+
+    def log_weights(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """log w = log p(x, z) - log r(z|x) ``[K, B]``, the difference taken in ``dtype``."""
+        log_joint = self.log_px_z + self.log_pz
+        if dtype is None:
+            return log_joint - self.log_r
+        return log_joint.to(dtype) - self.log_r.to(dtype)
+
+
+def draw_log_weights(
+    model: VAE, x: torch.Tensor, posterior: Posterior, proposal: Proposal, noise: torch.Tensor
+) -> LogWeightTerms:
+    """Log-weight terms for ``x [B, C, H, W]`` from ``noise [K, B, D]`` (``D`` =
+    ``proposal.noise_dims(model, posterior)``); differentiable when gradients are enabled."""
+    z, log_r = proposal.sample(model, posterior, noise)
+    log_px_z, log_pz = model.joint_terms(x, z)
+    return LogWeightTerms(z=z, log_px_z=log_px_z, log_pz=log_pz, log_r=log_r)
+
+
+@dataclass
+class BatchChunk:
+    """Examples ``rows`` of a batch with their posterior and their random-stream keys."""
+
+    rows: slice
+    posterior: Posterior
+    keys: Sequence[int]
+
+    def noise(self, model: VAE, proposal: Proposal, start: int, stop: int) -> torch.Tensor:
+        """Draws ``start..stop-1`` of every example's noise stream: ``[stop - start, b, D]``."""
+        return keyed_draws(
+            lambda n: proposal.draw_noise(model, self.posterior, n), self.keys, start, stop
+        )
+
+
+def batch_chunks(
+    model: VAE, x: torch.Tensor, index: torch.Tensor, rows: int, seed: int
+) -> Iterator[BatchChunk]:
+    """Run the guide once on ``x`` and yield the batch in chunks of ``rows`` examples."""
+    posterior = model.posterior(x)
+    keys = [stream_key(seed, i) for i in index.tolist()]
+    for start in range(0, x.shape[0], rows):
+        stop = min(start + rows, x.shape[0])
+        yield BatchChunk(slice(start, stop), posterior.rows(slice(start, stop)), keys[start:stop])
+
+
+@torch.no_grad()
+def importance_log_weights(
+    model: VAE,
+    x: torch.Tensor,
+    index: torch.Tensor,
+    proposal: Proposal,
+    num_samples: int,
+    chunk_size: int,
+    seed: int = 0,
+) -> torch.Tensor:
+    """Log importance weights ``[K, B]`` (float64) for ``x [B, C, H, W]``.
+
+    Args:
+        model: the latent-variable model (guide, prior, decoder, head).
+        x: a batch of data; ``index [B]`` their dataset indices (keys of their random streams).
+        proposal: r(z|x), see :mod:`vaelik.inference.proposals`.
+        num_samples: K >= 1 draws per example.
+        chunk_size: at most this many (draw, example) pairs go through the decoder at once.
+        seed: the run's seed, mixed into every example's stream key.
+    """
+    num_samples = check_positive("num_samples (K)", num_samples)
+    chunk_size = check_positive("chunk_size", chunk_size)
+    proposal.check(model)
+    batch = x.shape[0]
+    rows = min(batch, chunk_size)
+    draws_per_pass = max(1, chunk_size // rows)
+    log_w = torch.empty(num_samples, batch, dtype=torch.float64, device=x.device)
+    for chunk in batch_chunks(model, x, index, rows, seed):
+        for start in range(0, num_samples, draws_per_pass):
+            stop = min(start + draws_per_pass, num_samples)
+            noise = chunk.noise(model, proposal, start, stop)
+            terms = draw_log_weights(model, x[chunk.rows], chunk.posterior, proposal, noise)
+            log_w[start:stop, chunk.rows] = terms.log_weights(torch.float64)
+    return check_finite(log_w)

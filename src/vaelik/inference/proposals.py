@@ -1,0 +1,209 @@
+"""Proposal distributions r(z|x) for importance sampling, as transformations of noise.
+
+A proposal draws latents from given base noise, ``sample(model, posterior, noise) -> (z, log r)``
+with ``noise [K, B, noise_dims]`` from :meth:`draw_noise` (so per-example random streams stay
+exact), and scores given latents with ``log_prob(model, posterior, z)`` where it can (AIS and the
+defensive mixture need that). Student-t and inflated proposals replace the diagonal-Gaussian
+*base* of the guide's draw and keep the rest of the guide (flow steps, a lower layer), so they
+are defined for every guide; the encoder and prior proposals are the guide and the prior
+themselves. ``check(model)`` fails before any work where a proposal is not defined.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.distributions import Independent, StudentT
+
+from vaelik.models.errors import UnsupportedCombinationError
+from vaelik.models.guides import Posterior, gaussian_log_prob
+from vaelik.models.vae import VAE
+
+
+class Proposal:
+    """The interface and the defaults: noise of the posterior's size, always defined."""
+
+    name: str
+    #: True where log r(z|x) of any latent needs log q(z|x) of latents the guide did not draw
+    scores_posterior = False
+
+    def check(self, model: VAE, needs_log_prob: bool = False) -> None:
+        """Raise :class:`UnsupportedCombinationError` where this proposal cannot be used with
+        ``model`` (and, with ``needs_log_prob``, where it cannot score latents)."""
+        if (needs_log_prob or self.scores_posterior) and not model.guide.can_score:
+            need = "the defensive mixture" if self.scores_posterior else "AIS"
+            raise UnsupportedCombinationError(
+                f"proposal={self.name} with posterior={model.guide.name}: {need} needs "
+                f"log q(z|x) at latents the guide did not draw, and posterior="
+                f"{model.guide.name} cannot score them; use proposal=prior"
+                + ("" if needs_log_prob else ", encoder, student_t or inflated")
+            )
+
+    def noise_dims(self, model: VAE, posterior: Posterior) -> int:
+        return posterior.noise_dims
+
+    def draw_noise(self, model: VAE, posterior: Posterior, n: int) -> torch.Tensor:
+        """``[n, noise_dims]`` base noise for one example, from the global generator."""
+        return torch.randn(n, self.noise_dims(model, posterior), device=posterior.loc.device)
+
+    def sample(
+        self, model: VAE, posterior: Posterior, noise: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latents ``z [K, B, L]`` and ``log r(z|x) [K, B]`` from ``noise [K, B, D]``."""
+        raise NotImplementedError
+
+    def log_prob(self, model: VAE, posterior: Posterior, z: torch.Tensor) -> torch.Tensor:
+        """log r(z|x) ``[K, B]`` of given latents."""
+        raise NotImplementedError
+
+
+class EncoderProposal(Proposal):
+    """r(z|x) = q(z|x): the guide itself (seed eq. 10)."""
+
+    name = "encoder"
+
+    def sample(self, model, posterior, noise):
+        return posterior.sample(noise)
+
+    def log_prob(self, model, posterior, z):
+        return posterior.log_prob(z)
+
+
+class PriorProposal(Proposal):
+    """r(z|x) = p(z): naive Monte Carlo from the prior (seed eq. 7); fine in 2-D, not in 50-D."""
+
+    name = "prior"
+
+    def noise_dims(self, model, posterior):
+        return model.prior.noise_dims
+
+    def sample(self, model, posterior, noise):
+        z = model.prior.sample(noise)
+        return z, model.prior.log_prob(z)
+
+    def log_prob(self, model, posterior, z):
+        return model.prior.log_prob(z)
+
+
+class BaseReplacement(Proposal):
+    """r(z|x): the guide with its diagonal-Gaussian base N(mu, sigma^2) replaced by
+    :meth:`base_log_prob`'s distribution; the guide's completion (flow steps, lower layers)
+    stays. log r(z|x) = log r_base(z_0) + the completion's own terms."""
+
+    def base_draw(self, posterior: Posterior, noise: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def base_log_prob(self, posterior: Posterior, base: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def sample(self, model, posterior, noise):
+        dims = posterior.noise_dims
+        base = self.base_draw(posterior, noise)
+        return posterior.complete(
+            base, self.base_log_prob(posterior, base), noise[..., posterior.base_dims : dims]
+        )
+
+    def log_prob(self, model, posterior, z):
+        return posterior.log_prob_with_base(z, lambda base: self.base_log_prob(posterior, base))
+
+
+class StudentTProposal(BaseReplacement):
+    """Base prod_l t_nu(z0_l; mu_l(x), sigma_l(x)): the posterior's location and scale with
+    Student-t tails (``df`` = nu > 0; nu -> inf recovers q(z|x)). Heavier tails than the target
+    bound the importance weights where a Gaussian proposal is too narrow.
+
+    A t draw is eps / sqrt(V / nu) with eps ~ N(0, 1) and V ~ chi^2_nu: the noise is the
+    guide's normals followed by one chi-square value per base dimension."""
+
+    name = "student_t"
+
+    def __init__(self, df: float = 5.0) -> None:
+        if not df > 0:
+            raise ValueError(f"proposal.df (degrees of freedom) must be > 0, got {df}")
+        self.df = float(df)
+
+    def noise_dims(self, model, posterior):
+        return posterior.noise_dims + posterior.base_dims
+
+    def draw_noise(self, model, posterior, n):
+        device = posterior.loc.device
+        normals = torch.randn(n, posterior.noise_dims, device=device)
+        concentration = torch.full((n, posterior.base_dims), 0.5 * self.df, device=device)
+        chi2 = torch._standard_gamma(concentration) / 0.5
+        return torch.cat([normals, chi2.clamp_min(torch.finfo(chi2.dtype).tiny)], dim=-1)
+
+    def base_draw(self, posterior, noise):
+        eps = noise[..., : posterior.base_dims]
+        chi2 = noise[..., posterior.noise_dims :]
+        return posterior.loc + posterior.scale * (eps * torch.rsqrt(chi2 / self.df))
+
+    def base_log_prob(self, posterior, base):
+        df = torch.full_like(posterior.loc, self.df)
+        return Independent(
+            StudentT(df, posterior.loc, posterior.scale, validate_args=False), 1
+        ).log_prob(base)
+
+
+class InflatedProposal(BaseReplacement):
+    """Base N(mu(x), diag (c sigma(x))^2): the posterior's base widened by ``scale`` = c > 0.
+    Encoders trained on the ELBO are too narrow (KL(q||p) is mode-seeking); c > 1 corrects that."""
+
+    name = "inflated"
+
+    def __init__(self, scale: float = 1.5) -> None:
+        if not scale > 0:
+            raise ValueError(f"proposal.scale (the factor c) must be > 0, got {scale}")
+        self.scale = float(scale)
+
+    def base_draw(self, posterior, noise):
+        return noise[..., : posterior.base_dims] * (self.scale * posterior.scale) + posterior.loc
+
+    def base_log_prob(self, posterior, base):
+        return gaussian_log_prob(base, posterior.loc, self.scale * posterior.scale)
+
+
+class DefensiveProposal(Proposal):
+    """r(z|x) = alpha p(z) + (1 - alpha) q(z|x) (Hesterberg 1995), ``alpha`` in [0, 1]: the
+    prior component keeps every weight w = p(x, z) / r(z) <= p(x|z) / alpha, so no draw can
+    carry an unbounded weight. Scoring a prior draw under q needs a guide that can score.
+
+    Noise: the prior's, the guide's, then one uniform choosing the component."""
+
+    name = "defensive"
+    scores_posterior = True
+
+    def __init__(self, alpha: float = 0.1) -> None:
+        if not 0 <= alpha <= 1:
+            raise ValueError(f"proposal.alpha must be in [0, 1], got {alpha}")
+        self.alpha = float(alpha)
+
+    def noise_dims(self, model, posterior):
+        return model.prior.noise_dims + posterior.noise_dims + 1
+
+    def draw_noise(self, model, posterior, n):
+        device = posterior.loc.device
+        return torch.cat(
+            [
+                torch.randn(n, model.prior.noise_dims, device=device),
+                torch.randn(n, posterior.noise_dims, device=device),
+                torch.rand(n, 1, device=device),
+            ],
+            dim=-1,
+        )
+
+    def sample(self, model, posterior, noise):
+        prior_dims = model.prior.noise_dims
+        from_prior = model.prior.sample(noise[..., :prior_dims])
+        from_posterior, _ = posterior.sample(noise[..., prior_dims:-1])
+        pick_prior = noise[..., -1:] < self.alpha
+        z = torch.where(pick_prior, from_prior, from_posterior)
+        return z, self.log_prob(model, posterior, z)
+
+    def log_prob(self, model, posterior, z):
+        terms = []
+        if self.alpha > 0:
+            terms.append(math.log(self.alpha) + model.prior.log_prob(z))
+        if self.alpha < 1:
+            terms.append(math.log1p(-self.alpha) + posterior.log_prob(z))
+        return torch.logsumexp(torch.stack(terms), dim=0)

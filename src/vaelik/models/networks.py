@@ -1,0 +1,224 @@
+"""Encoder and decoder networks. Encoders map images ``[B, C, H, W]`` to features ``[B, F]``;
+decoders map latents ``[N, L]`` to likelihood parameters ``[N, P, H, W]``."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
+
+
+def check_activation(activation: str) -> str:
+    """``activation`` if it names one of :data:`ACTIVATIONS`, else a ValueError listing them."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(
+            f"unknown activation {activation!r}: choose one of {', '.join(ACTIVATIONS)}"
+        )
+    return activation
+
+
+def mlp(sizes: Sequence[int], activation: str) -> nn.Sequential:
+    """Linear layers ``sizes[0] -> ... -> sizes[-1]``, ``activation`` between them (not after)."""
+    check_activation(activation)
+    layers: list[nn.Module] = []
+    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
+        if i > 0:
+            layers.append(ACTIVATIONS[activation]())
+        layers.append(nn.Linear(fan_in, fan_out))
+    return nn.Sequential(*layers)
+
+
+class MLPEncoder(nn.Module):
+    """Flatten ``[B, C, H, W]`` and apply an MLP ``C*H*W -> hidden... -> out_features``."""
+
+    def __init__(
+        self,
+        in_shape: Sequence[int],
+        out_features: int,
+        hidden: Sequence[int] = (512, 256),
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        self.in_shape = tuple(int(s) for s in in_shape)
+        self.net = mlp([math.prod(self.in_shape), *hidden, out_features], activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.flatten(-len(self.in_shape)))
+
+
+class MLPDecoder(nn.Module):
+    """MLP ``in_features -> hidden... -> P*H*W``, reshaped to ``out_shape = [P, H, W]``."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_shape: Sequence[int],
+        hidden: Sequence[int] = (256, 512),
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        self.out_shape = tuple(int(s) for s in out_shape)
+        self.net = mlp([in_features, *hidden, math.prod(self.out_shape)], activation)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z).unflatten(-1, self.out_shape)
+
+
+def downsampled(shape: Sequence[int], times: int) -> tuple[int, int]:
+    """H, W after ``times`` halvings; they must divide exactly."""
+    height, width = int(shape[-2]), int(shape[-1])
+    factor = 2**times
+    if height % factor or width % factor:
+        raise ValueError(
+            f"images of {height}x{width} cannot be halved {times} times: use fewer channel "
+            f"stages (encoder/decoder.channels) or an image size divisible by {factor}"
+        )
+    return height // factor, width // factor
+
+
+class GridEncoder(nn.Module):
+    """Convolutional ``features`` on ``[B, C, H, W]``, flattened, then a linear ``head``."""
+
+    features: nn.Module
+    head: nn.Module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).flatten(1))
+
+
+class GridDecoder(nn.Module):
+    """A linear ``head`` from the latent to ``channels[0]`` maps of H/2^n x W/2^n (n stages),
+    then convolutional ``features`` up to ``out_shape = [P, H, W]``."""
+
+    features: nn.Module
+
+    def __init__(self, in_features: int, out_shape: Sequence[int], channels: Sequence[int]) -> None:
+        super().__init__()
+        self.out_shape = tuple(int(s) for s in out_shape)
+        self.start = (int(channels[0]), *downsampled(self.out_shape, len(channels)))
+        self.head = nn.Linear(in_features, math.prod(self.start))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.features(self.head(z).unflatten(-1, self.start))
+
+
+class ConvEncoder(GridEncoder):
+    """Strided 4x4 convolutions, one per entry of ``channels``, each halving H and W, then a
+    linear layer to ``out_features``: ``[B, C, H, W] -> [B, out_features]``."""
+
+    def __init__(
+        self,
+        in_shape: Sequence[int],
+        out_features: int,
+        channels: Sequence[int] = (32, 64),
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        height, width = downsampled(in_shape, len(channels))
+        layers: list[nn.Module] = []
+        previous = int(in_shape[0])
+        for width_out in channels:
+            layers += [
+                nn.Conv2d(previous, width_out, 4, stride=2, padding=1),
+                ACTIVATIONS[activation](),
+            ]
+            previous = width_out
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(previous * height * width, out_features)
+
+
+class ConvDecoder(GridDecoder):
+    """A linear layer to ``channels[0]`` maps of H/2^n x W/2^n, then 4x4 transposed
+    convolutions doubling H and W, the last one to the head's ``P`` channels:
+    ``[N, L] -> [N, P, H, W]``."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_shape: Sequence[int],
+        channels: Sequence[int] = (64, 32),
+        activation: str = "relu",
+    ) -> None:
+        super().__init__(in_features, out_shape, channels)
+        layers: list[nn.Module] = [ACTIVATIONS[activation]()]
+        widths = [*channels, self.out_shape[0]]
+        for i, (fan_in, fan_out) in enumerate(itertools.pairwise(widths)):
+            layers.append(nn.ConvTranspose2d(fan_in, fan_out, 4, stride=2, padding=1))
+            if i < len(channels) - 1:
+                layers.append(ACTIVATIONS[activation]())
+        self.features = nn.Sequential(*layers)
+
+
+class ResidualBlock(nn.Module):
+    """x + conv(act(bn(conv(act(bn(x)))))), 3x3 convolutions, same width (pre-activation)."""
+
+    def __init__(self, width: int, activation: str = "relu") -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.BatchNorm2d(width),
+            ACTIVATIONS[activation](),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.BatchNorm2d(width),
+            ACTIVATIONS[activation](),
+            nn.Conv2d(width, width, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class ResNetEncoder(GridEncoder):
+    """A 3x3 stem, then per entry of ``channels``: a strided 4x4 convolution (halving H, W)
+    and ``blocks`` residual blocks with batch norm; then a linear layer to ``out_features``."""
+
+    def __init__(
+        self,
+        in_shape: Sequence[int],
+        out_features: int,
+        channels: Sequence[int] = (64, 128),
+        blocks: int = 2,
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        height, width = downsampled(in_shape, len(channels))
+        layers: list[nn.Module] = [nn.Conv2d(int(in_shape[0]), int(channels[0]), 3, padding=1)]
+        previous = int(channels[0])
+        for width_out in channels:
+            layers.append(nn.Conv2d(previous, width_out, 4, stride=2, padding=1))
+            layers += [ResidualBlock(width_out, activation) for _ in range(blocks)]
+            previous = width_out
+        layers += [nn.BatchNorm2d(previous), ACTIVATIONS[activation]()]
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(previous * height * width, out_features)
+
+
+class ResNetDecoder(GridDecoder):
+    """A linear layer to ``channels[0]`` maps of H/2^n x W/2^n, then per entry of ``channels``:
+    ``blocks`` residual blocks and a 4x4 transposed convolution doubling H, W; batch norm,
+    activation and a 3x3 convolution to the head's ``P`` channels."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_shape: Sequence[int],
+        channels: Sequence[int] = (128, 64),
+        blocks: int = 2,
+        activation: str = "relu",
+    ) -> None:
+        super().__init__(in_features, out_shape, channels)
+        layers: list[nn.Module] = []
+        widths = [*channels, channels[-1]]
+        for fan_in, fan_out in itertools.pairwise(widths):
+            layers += [ResidualBlock(fan_in, activation) for _ in range(blocks)]
+            layers.append(nn.ConvTranspose2d(fan_in, fan_out, 4, stride=2, padding=1))
+        layers += [
+            nn.BatchNorm2d(widths[-1]),
+            ACTIVATIONS[activation](),
+            nn.Conv2d(widths[-1], self.out_shape[0], 3, padding=1),
+        ]
+        self.features = nn.Sequential(*layers)

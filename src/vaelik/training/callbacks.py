@@ -1,0 +1,170 @@
+"""Lightning callbacks: importance-sampled log p(x) every validation epoch, and image grids."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+
+from vaelik.data.datamodule import example_count
+from vaelik.evaluation.convergence import convergence_rows, plot_convergence
+from vaelik.evaluation.distributed import gather_results, shard
+from vaelik.evaluation.runner import estimate_examples
+from vaelik.inference.log_weights import check_positive
+from vaelik.training.images import image_grid, log_figure_file, log_grid, log_histograms
+
+
+def _last_epoch(trainer: pl.Trainer) -> bool:
+    return trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
+
+
+def _due(trainer: pl.Trainer, every_n_epochs: int) -> bool:
+    """True on validation epochs ``every_n_epochs`` apart, and on the last training epoch."""
+    if trainer.sanity_checking:
+        return False
+    return (trainer.current_epoch + 1) % every_n_epochs == 0 or _last_epoch(trainer)
+
+
+class LogLikelihoodCallback(pl.Callback):
+    """Estimate log p(x) on the first ``num_examples`` validation examples at validation epoch end.
+
+    Logs ``val/log_px`` (mean nats per example), ``val/log_px_stderr``, ``val/bpd``
+    (-log p(x) / (D ln 2) of the mean), ``val/ess`` (mean normalised ESS) and ``val/khat``
+    (mean PSIS k-hat, when K >= 25). The draws come from per-example streams keyed by the
+    estimator's seed and the example's index, so every epoch is scored on the same noise and
+    the training random stream is left untouched. Under DDP each process scores a disjoint
+    share of the examples and the per-example results are all-gathered before summarising, so
+    the figures equal a one-process run's.
+
+    Args:
+        estimator / proposal: as in :mod:`vaelik.inference.estimators` and
+            :mod:`vaelik.inference.proposals`; a combination the model cannot run fails when
+            the fit starts, before the first epoch.
+        num_samples: K for this per-epoch estimate, replacing the estimator's (None keeps it).
+        convergence_ks: at the last epoch, also plot mean log p(x) against these K values
+            (``convergence.png`` in ``output_dir``, and sent to the loggers).
+        num_examples: validation examples used (null: all).
+        every_n_epochs: run on every n-th validation epoch (and the last).
+        batch_size: examples per estimator call.
+    """
+
+    def __init__(
+        self,
+        estimator,
+        proposal,
+        num_samples: int | None = 128,
+        num_examples: int | None = 500,
+        every_n_epochs: int = 1,
+        batch_size: int = 100,
+        convergence_ks: list[int] | None = None,
+        output_dir: str | None = None,
+    ) -> None:
+        if every_n_epochs < 1:
+            raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
+        if num_examples is not None and num_examples < 1:
+            raise ValueError(f"num_examples must be >= 1 or null, got {num_examples}")
+        if num_samples is not None:
+            estimator = copy.copy(estimator)
+            estimator.num_samples = check_positive("num_samples (K)", num_samples)
+        self.estimator = estimator
+        self.proposal = proposal
+        self.num_examples = num_examples
+        self.every_n_epochs = every_n_epochs
+        self.batch_size = batch_size
+        self.convergence_ks = sorted(set(convergence_ks or []))
+        self.output_dir = Path(output_dir) if output_dir else None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.estimator.check(pl_module.model, self.proposal)
+
+    def _log_convergence(self, trainer, pl_module, dataset, total: int) -> None:
+        """At the last epoch: mean log p(x) against K (nested draws, one pass), as
+        ``convergence.png`` in the run directory and an image for the loggers."""
+        k_max = self.estimator.num_samples
+        rows = convergence_rows(
+            pl_module.model,
+            dataset,
+            range(total),
+            self.estimator,
+            self.proposal,
+            sorted({k for k in self.convergence_ks if k < k_max} | {k_max}),
+            self.batch_size,
+            pl_module.device,
+            trainer.datamodule.num_dims,
+        )
+        if trainer.is_global_zero and self.output_dir is not None:
+            path = self.output_dir / "convergence.png"
+            plot_convergence(
+                rows, path, f"validation, {total} examples, epoch {trainer.current_epoch}"
+            )
+            log_figure_file(trainer, "val/convergence", path)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not _due(trainer, self.every_n_epochs):
+            return
+        dataset = trainer.datamodule.dataset("val")
+        total = example_count(dataset, self.num_examples)
+        local = estimate_examples(
+            pl_module.model,
+            dataset,
+            self.estimator,
+            self.proposal,
+            shard(range(total)),
+            self.batch_size,
+            pl_module.device,
+        )
+        results = gather_results(local)  # every example once, whatever the number of processes
+        log_histograms(trainer, {"val/log_px_hist": results.log_px, "val/ess_hist": results.ess})
+        if _last_epoch(trainer) and self.convergence_ks:
+            self._log_convergence(trainer, pl_module, dataset, total)
+        summary = results.summary(trainer.datamodule.num_dims)
+        metrics = {
+            "val/log_px": summary["log_px_mean"],
+            "val/log_px_stderr": summary["log_px_stderr"],
+            "val/bpd": summary["bpd"],
+            "val/ess": summary["ess_mean"],
+            "val/khat": summary["khat_mean"],
+        }
+        for key, value in metrics.items():
+            if value is None:
+                continue
+            pl_module.log(key, float(value), prog_bar=key in ("val/log_px", "val/bpd"))
+
+
+class ImageGridCallback(pl.Callback):
+    """Save ``samples.png`` (means of p(x|z), z ~ p(z)) and ``reconstructions.png`` (rows of inputs
+    over their reconstructions) under ``output_dir`` at validation epoch end, and log both."""
+
+    def __init__(self, output_dir: str, num_samples: int = 64, every_n_epochs: int = 1) -> None:
+        self.output_dir = Path(output_dir)
+        self.num_samples = num_samples
+        self.every_n_epochs = every_n_epochs
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not _due(trainer, self.every_n_epochs):
+            return
+        datamodule = trainer.datamodule
+        val = datamodule.dataset("val")
+        model = pl_module.model
+        was_training = model.training
+        model.eval()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            samples = model.sample(self.num_samples)
+            nrow = min(8, len(val))
+            n = nrow * max(1, min(self.num_samples // 2, len(val)) // nrow)
+            x = torch.stack([val[i][0] for i in range(n)]).to(pl_module.device)
+            recon = model.reconstruct(x)
+        model.train(was_training)
+        # rows of `nrow` inputs, each followed by a row of their reconstructions
+        pairs = torch.stack([x.unflatten(0, (-1, nrow)), recon.unflatten(0, (-1, nrow))], dim=1)
+        kind = datamodule.kind
+        log_grid(trainer, "samples", image_grid(samples, kind), self.output_dir / "samples.png")
+        log_grid(
+            trainer,
+            "reconstructions",
+            image_grid(pairs.flatten(0, 2), kind, nrow=nrow),
+            self.output_dir / "reconstructions.png",
+        )

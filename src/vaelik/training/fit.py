@@ -1,0 +1,129 @@
+"""Fit a model as a composed config says: build every part, train, write the run's files."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from vaelik.checkpoint import CheckpointError, load_weights, read_checkpoint
+from vaelik.models.factory import build_model
+from vaelik.training.lit_module import VAELitModule
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Fit the model of ``cfg``; return the final value of ``cfg.optimized_metric`` (for sweepers).
+
+    The run directory ``cfg.paths.output_dir`` receives ``config.yaml`` (resolved),
+    ``checkpoints/`` (``last.ckpt`` and the best by ``val/elbo``), ``samples.png``,
+    ``reconstructions.png``, the loggers' files and ``metrics.json`` (final metrics).
+    """
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    name_run_from_hydra(cfg)
+    resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
+
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = instantiate(cfg.data)
+    model = build_model(cfg, datamodule.kind)
+    module = VAELitModule(
+        model=model,
+        optimizer=instantiate(cfg.optim.optimizer),
+        num_dims=datamodule.num_dims,
+        objective=instantiate(cfg.objective),
+        config=resolved,
+    )
+    loggers = build_all(cfg.get("logger"))
+    for logger in loggers:
+        logger.log_hyperparams(resolved)
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, callbacks=build_all(cfg.get("callbacks")), logger=loggers or False
+    )
+    resume = resume_checkpoint(cfg.get("ckpt_path"), output_dir)
+    if resume is not None:  # fail now, clearly, on a missing, corrupt or mismatched checkpoint
+        load_weights(model, read_checkpoint(resume))
+    succeeded = False
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+        succeeded = True
+    finally:
+        finish_loggers(loggers, succeeded)
+        release_process_group()
+
+    final = {key: float(value) for key, value in trainer.callback_metrics.items()}
+    if trainer.is_global_zero:
+        (output_dir / "metrics.json").write_text(json.dumps(final, indent=2, sort_keys=True))
+    metric = cfg.get("optimized_metric")
+    return final.get(metric) if metric else None
+
+
+def build_all(nodes: DictConfig | None) -> list[Any]:
+    """Instantiate every ``_target_`` node of a mapping (callbacks, loggers); skip null entries."""
+    if not nodes:
+        return []
+    return [instantiate(node) for node in nodes.values() if node is not None]
+
+
+def name_run_from_hydra(cfg: DictConfig) -> None:
+    """Fill ``run_name`` (the job's overrides, or ``task_name``) and ``run_group`` (the sweep's
+    directory name in a multirun) when the config leaves them null, so that loggers such as
+    wandb name runs after what was varied and group a sweep's runs together."""
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    with open_dict(cfg):
+        if cfg.get("run_name") is None:
+            cfg.run_name = hydra_cfg.job.override_dirname or cfg.task_name
+        if cfg.get("run_group") is None and hydra_cfg.mode == RunMode.MULTIRUN:
+            cfg.run_group = Path(hydra_cfg.sweep.dir).name
+
+
+def finish_loggers(loggers: list, succeeded: bool) -> None:
+    """Close the loggers' runs, marking a failed fit as failed (wandb's exit code 1), so that
+    a crashed run is not left open and the next job of a sweep starts a run of its own."""
+    for logger in loggers:
+        if getattr(logger, "_experiment", None) is not None and hasattr(
+            logger.experiment, "finish"
+        ):
+            logger.experiment.finish(exit_code=0 if succeeded else 1)
+        else:
+            logger.finalize("success" if succeeded else "failed")
+
+
+def resume_checkpoint(ckpt_path: str | None, output_dir: Path) -> str | None:
+    """The checkpoint to resume from: ``ckpt_path`` itself, or for ``last`` the run
+    directory's ``checkpoints/last.ckpt`` (resume a run with ``hydra.run.dir=<its directory>
+    ckpt_path=last``). A ``last`` that does not exist is an error, not a fresh start."""
+    if ckpt_path is None:
+        return None
+    if ckpt_path == "last":
+        path = output_dir / "checkpoints" / "last.ckpt"
+        if not path.is_file():
+            raise CheckpointError(
+                f"ckpt_path=last but {path} does not exist: resume a run with "
+                "hydra.run.dir=<that run's directory> ckpt_path=last, or give ckpt_path=PATH"
+            )
+        return str(path)
+    return str(ckpt_path)
+
+
+DIST_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK")
+
+
+def release_process_group() -> None:
+    """After a fit, destroy the DDP process group and forget the variables Lightning's launcher
+    set, so that the next job of a multirun (in the same process) launches its own processes
+    instead of waiting for the previous job's, which have exited."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+        for name in DIST_ENV:
+            os.environ.pop(name, None)

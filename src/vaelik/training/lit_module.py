@@ -1,0 +1,108 @@
+"""A thin LightningModule around :class:`vaelik.models.vae.VAE`: the objective and the optimiser."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from vaelik.checkpoint import CONFIG_KEY
+from vaelik.inference.objectives import Elbo, Objective
+from vaelik.metrics import bits_per_dim
+from vaelik.models.vae import VAE
+
+
+class VAELitModule(pl.LightningModule):
+    """Minimises ``objective``'s loss; logs ``{split}/elbo`` (the plain ELBO, whatever the
+    objective), ``/log_px_z``, ``/kl``, ``/elbo_bpd``, ``/loss`` and ``/bound`` (the
+    objective's own per-example value), and ``train/kl_weight``.
+
+    Args:
+        model: the latent-variable model.
+        optimizer: ``params -> torch.optim.Optimizer`` (a Hydra ``_partial_``).
+        num_dims: D = C * H * W, for ``{split}/elbo_bpd``.
+        objective: the training bound (``conf/objective/``); the ELBO by default.
+        config: the resolved run config, written into every checkpoint so that evaluation can
+            rebuild the model from the checkpoint alone.
+    """
+
+    def __init__(
+        self,
+        model: VAE,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        num_dims: int,
+        objective: Objective | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.optimizer_factory = optimizer
+        self.num_dims = num_dims
+        self.objective = objective if objective is not None else Elbo()
+        self.config = config
+
+    def epoch_progress(self, batch_idx: int) -> float:
+        """Training epochs done so far, fractional (for the KL warm-up)."""
+        batches = getattr(self.trainer, "num_training_batches", None) if self._trainer else None
+        fraction = batch_idx / batches if batches and batches != float("inf") else 0.0
+        return self.current_epoch + fraction
+
+    def _step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], split: str, batch_idx: int
+    ) -> torch.Tensor:
+        x, _ = batch
+        progress = self.epoch_progress(batch_idx) if split == "train" else float(self.current_epoch)
+        terms = self.objective(self.model, x, progress)
+        loss = terms.loss
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite {split} loss ({loss.item()}): lower optim.optimizer.lr, or bound the "
+                "posterior scale with posterior.log_scale_bound=5"
+            )
+        elbo = terms.elbo.mean()
+        on_step = split == "train"
+        metrics = {
+            f"{split}/elbo": elbo,
+            f"{split}/log_px_z": terms.log_px_z.mean(),
+            f"{split}/kl": terms.kl.mean(),
+            f"{split}/elbo_bpd": bits_per_dim(elbo, self.num_dims),
+            f"{split}/bound": terms.bound.mean(),
+        }
+        self.log_dict(
+            metrics,
+            on_step=on_step,
+            on_epoch=True,
+            prog_bar=False,
+            sync_dist=not on_step,
+            batch_size=x.shape[0],
+        )
+        self.log(
+            f"{split}/loss",
+            loss,
+            prog_bar=True,
+            on_step=on_step,
+            on_epoch=True,
+            sync_dist=not on_step,
+            batch_size=x.shape[0],
+        )
+        if split == "train":
+            self.log("train/kl_weight", terms.kl_weight, on_step=True, on_epoch=False)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train", batch_idx)
+
+    def validation_step(self, batch, batch_idx):
+        return self._step(batch, "val", batch_idx)
+
+    def test_step(self, batch, batch_idx):
+        return self._step(batch, "test", batch_idx)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer_factory(self.model.parameters())
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.config is not None:
+            checkpoint[CONFIG_KEY] = self.config

@@ -1,0 +1,81 @@
+"""The package's layers: entry points apart and imported by nothing, imports without effects."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "vaelik"
+LAYERS = ("models", "inference", "training", "evaluation", "cli", "data", "examples")
+
+
+def modules() -> list[str]:
+    names = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return names
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found
+
+
+def test_every_layer_is_a_folder():
+    for layer in LAYERS:
+        assert (PACKAGE / layer / "__init__.py").is_file(), layer
+
+
+def test_nothing_in_the_library_imports_an_entry_point():
+    for path in PACKAGE.rglob("*.py"):
+        if "cli" in path.relative_to(PACKAGE).parts:
+            continue
+        reaching = {m for m in imported_modules(path) if m.startswith("vaelik.cli")}
+        assert not reaching, f"{path.relative_to(PACKAGE)} imports {reaching}"
+
+
+def test_the_vae_core_does_not_import_the_deadline_example():
+    for path in PACKAGE.rglob("*.py"):
+        if "examples" in path.relative_to(PACKAGE).parts or path.parent.name == "cli":
+            continue
+        assert not {m for m in imported_modules(path) if "examples" in m}, path
+
+
+def test_importing_any_module_has_no_side_effect():
+    """In a fresh interpreter, after the third-party modules the package uses: importing every
+    module of the package (entry points included) adds no warning filter, registers no OmegaConf resolver and runs no Hydra application."""
+    third_party = sorted(
+        {
+            name
+            for path in PACKAGE.rglob("*.py")
+            for name in imported_modules(path)
+            if not name.startswith(("vaelik", "__future__"))
+        }
+    )
+    script = f"""
+import importlib, sys, warnings
+from omegaconf import OmegaConf
+for name in {third_party!r}:  # their own import-time effects are not ours
+    importlib.import_module(name)
+filters = list(warnings.filters)
+resolvers = dict(OmegaConf._get_resolver.__globals__.get("BaseContainer")._resolvers)
+for name in {modules()!r}:
+    importlib.import_module(name)
+assert list(warnings.filters) == filters, "a module changed the warning filters at import"
+after = OmegaConf._get_resolver.__globals__.get("BaseContainer")._resolvers
+assert set(after) == set(resolvers), f"resolvers registered at import: {{set(after) - set(resolvers)}}"
+from hydra.core.global_hydra import GlobalHydra
+assert not GlobalHydra.instance().is_initialized(), "a module initialised Hydra at import"
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
