@@ -63,8 +63,36 @@ def test_callback_under_ddp_equals_one_process(one_and_two_processes):
     assert (one_and_two_processes[1] / "train_ddp_process_1.log").exists()  # it did use 2 processes
 
 
-def test_eval_under_torchrun_equals_one_process(one_and_two_processes, tmp_path):
-    checkpoint = one_and_two_processes[0] / "checkpoints/last.ckpt"
+@pytest.fixture(scope="module")
+def hierarchical_flow_checkpoint(tmp_path_factory) -> Path:
+    """A two-layer model whose top layer is an IAF, trained a few steps (one process)."""
+    root = tmp_path_factory.mktemp("hvae_iaf")
+    run(
+        [
+            PYTHON,
+            "-m",
+            "vaelik.cli.train",
+            "debug=fast",
+            "model=hvae",
+            "posterior=iaf",
+            "posterior.hidden=[32]",
+            "latent_dim=4",
+            "trainer.enable_progress_bar=false",
+            f"hydra.run.dir={root}",
+        ]
+    )
+    return root / "checkpoints/last.ckpt"
+
+
+@pytest.mark.parametrize("model", ["default", "hvae_iaf"])
+def test_eval_under_torchrun_equals_one_process(
+    model, one_and_two_processes, hierarchical_flow_checkpoint, tmp_path
+):
+    checkpoint = (
+        one_and_two_processes[0] / "checkpoints/last.ckpt"
+        if model == "default"
+        else hierarchical_flow_checkpoint
+    )
     args = [
         f"ckpt_path={checkpoint}",
         "estimator.num_samples=64",
