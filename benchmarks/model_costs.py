@@ -85,6 +85,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     header = ("model", "parameters", "s/step", "x VAE", "IS samples/s", "x VAE")
     print(f"{header[0]:<18}" + "".join(f"{h:>14}" for h in header[1:]))
+    measure([], 3, 10, 2)  # warm the thread pool and the allocator before the baseline
     baseline = None
     for name, overrides in MODELS.items():
         row = measure(overrides, args.steps, args.k, args.examples)

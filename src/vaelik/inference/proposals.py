@@ -75,6 +75,9 @@ class PriorProposal(Proposal):
 
     name = "prior"
 
+    def check(self, model: VAE, needs_log_prob: bool = False) -> None:
+        """Defined for every model: it scores latents with the prior alone."""
+
     def noise_dims(self, model, posterior):
         return model.prior.noise_dims
 
