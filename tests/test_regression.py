@@ -35,9 +35,7 @@ RUN = [
 ]
 
 
-def test_default_model_gives_the_same_elbo_and_log_px_as_before_the_refactor(
-    tmp_path, monkeypatch
-):
+def test_default_model_gives_the_same_elbo_and_log_px_as_before_the_refactor(tmp_path, monkeypatch):
     run_cli(train.main, [*RUN, f"hydra.run.dir={tmp_path}"], monkeypatch)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     for key, before in BEFORE_REFACTOR.items():
