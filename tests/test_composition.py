@@ -17,7 +17,9 @@ from torch.distributions import Independent, Normal, StudentT
 
 from conftest import compose_config, run_cli, run_cli_failing
 from test_image_data import random_batch
+from vaelik.cli import convergence as convergence_cli
 from vaelik.cli import train
+from vaelik.evaluation import convergence as convergence_module
 from vaelik.inference.estimators import ImportanceSampling
 from vaelik.inference.proposals import EncoderProposal, InflatedProposal, StudentTProposal
 from vaelik.models.errors import UnsupportedCombinationError
@@ -138,7 +140,7 @@ def assert_finite_estimate(estimator, model, x: torch.Tensor, proposal) -> None:
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("posterior", POSTERIORS)
 @pytest.mark.parametrize("prior", PRIORS)
-def test_every_prior_qmodel_and_likelihood_composes(
+def test_every_prior_posterior_model_and_likelihood_composes(
     prior, posterior, model, likelihood, objectives
 ):
     torch.manual_seed(0)
@@ -364,3 +366,49 @@ def test_defensive_proposal_with_iaf_fails_before_training(tmp_path, monkeypatch
     assert_names(output, "proposal=defensive", "posterior=iaf")
     assert not (run_dir / "checkpoints").exists()  # failed before any training
     assert not (run_dir / "metrics.json").exists()
+
+
+def test_vampprior_refuses_an_encoder_with_batch_norm():
+    """Pseudo-inputs through batch norm would train one prior and evaluate another."""
+    cfg = compose_config(
+        "train",
+        ["prior=vampprior", "prior.num_pseudo_inputs=4", "encoder=resnet", "latent_dim=3"],
+        output_dir="unused",
+    )
+    with pytest.raises(UnsupportedCombinationError, match="prior=vampprior.*batch norm"):
+        build_model(cfg, "binary")
+
+
+def test_convergence_checks_every_pair_before_estimating(tmp_path, monkeypatch, capsys):
+    """An IAF checkpoint with proposals=[encoder,defensive]: vaelik-convergence refuses before
+    the encoder rows run (hours at K = 5000), not after them."""
+    run_dir = tmp_path / "run"
+    run_cli(
+        train.main,
+        [
+            "posterior=iaf",
+            *TINY_RUN,
+            "posterior.hidden=[16]",
+            "posterior.context_features=4",
+            f"hydra.run.dir={run_dir}",
+        ],
+        monkeypatch,
+    )
+    calls = []
+    monkeypatch.setattr(
+        convergence_module, "convergence_rows", lambda *args, **kwargs: calls.append(args) or []
+    )
+    output = run_cli_failing(
+        convergence_cli.main,
+        [
+            f"ckpt_path={run_dir}/checkpoints/last.ckpt",
+            "proposals=[encoder,defensive]",
+            "ks=[1,2]",
+            "num_examples=2",
+            f"hydra.run.dir={tmp_path}/convergence",
+        ],
+        monkeypatch,
+        capsys,
+    )
+    assert_names(output, "proposal=defensive", "posterior=iaf")
+    assert calls == []

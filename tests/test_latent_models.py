@@ -397,6 +397,7 @@ def iaf_guide(latent: int, num_steps: int, perturb: float = 0.0, seed: int = 0) 
             for step in guide.steps:
                 step.output.weight.normal_(0.0, perturb)
                 step.output.bias.normal_(0.0, perturb)
+                step.output_context.weight.normal_(0.0, perturb)
     return guide
 
 
@@ -492,6 +493,20 @@ def test_every_made_step_is_autoregressive():
             assert torch.all(jacobian.triu(0) == 0), jacobian
             below = torch.ones(IAF_LATENT, IAF_LATENT, dtype=torch.bool).tril(-1)
             assert torch.all(jacobian[below] != 0), jacobian
+
+
+def test_every_made_output_depends_on_the_context():
+    """The first variable's (m, s) see no hidden unit; the context still reaches them, so every
+    coordinate of every step depends on x."""
+    guide = iaf_guide(IAF_LATENT, 2, perturb=0.5, seed=7).double()
+    z = torch.randn(IAF_LATENT, dtype=F64)
+    for step in guide.steps:
+        for part in range(2):
+            jacobian = torch.autograd.functional.jacobian(
+                lambda c, step=step, part=part: step(z, c)[part],
+                torch.randn(IAF_CONTEXT, dtype=F64),
+            )
+            assert torch.all(jacobian.abs().sum(-1) > 0), jacobian
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,7 +8,16 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "vaelik"
-LAYERS = ("models", "inference", "training", "evaluation", "cli", "data", "examples")
+# from the ground up: a module imports only from its own layer and the ones below it
+LAYERS = ("data", "models", "inference", "evaluation", "training", "examples", "cli")
+GROUND = ("vaelik.config", "vaelik.checkpoint", "vaelik.metrics")  # import no other vaelik module
+
+
+def layer_of(module: str) -> int:
+    """-1 for the ground modules, else the index of the module's layer in LAYERS."""
+    if module in GROUND or module == "vaelik":
+        return -1
+    return LAYERS.index(module.split(".")[1])
 
 
 def modules() -> list[str]:
@@ -33,6 +42,15 @@ def imported_modules(path: Path) -> set[str]:
 def test_every_layer_is_a_folder():
     for layer in LAYERS:
         assert (PACKAGE / layer / "__init__.py").is_file(), layer
+
+
+def test_no_layer_imports_a_layer_above_it():
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        for imported in imported_modules(path):
+            if imported.startswith("vaelik.") and imported != module:
+                assert layer_of(imported) <= layer_of(module), f"{module} imports {imported}"
 
 
 def test_nothing_in_the_library_imports_an_entry_point():

@@ -1,3 +1,3 @@
 """vaelik: train variational autoencoders with Lightning + Hydra and measure log p(x) honestly."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

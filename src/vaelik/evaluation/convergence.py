@@ -142,7 +142,7 @@ def convergence(cfg: DictConfig) -> list[dict[str, Any]]:
     model.to(device)
     dataset = datamodule.dataset(cfg.split)
     count = example_count(dataset, cfg.num_examples)
-    rows: list[dict[str, Any]] = []
+    pairs = []
     for estimator_name in cfg.estimators:
         for proposal_name in cfg.proposals:
             choice = compose(
@@ -156,20 +156,23 @@ def convergence(cfg: DictConfig) -> list[dict[str, Any]]:
                 ],
             )
             estimator, proposal = instantiate(choice.estimator), instantiate(choice.proposal)
-            estimator.check(model, proposal)
-            rows += convergence_rows(
-                model,
-                dataset,
-                range(count),
-                estimator,
-                proposal,
-                list(cfg.ks),
-                cfg.batch_size,
-                device,
-                datamodule.num_dims,
-            )
+            estimator.check(model, proposal)  # fail now, not after the other pairs have run
+            pairs.append((estimator, proposal))
             if estimator.proposal_for(proposal) is not proposal:
                 break  # the estimator fixes its own proposal: one line is enough
+    rows: list[dict[str, Any]] = []
+    for estimator, proposal in pairs:
+        rows += convergence_rows(
+            model,
+            dataset,
+            range(count),
+            estimator,
+            proposal,
+            list(cfg.ks),
+            cfg.batch_size,
+            device,
+            datamodule.num_dims,
+        )
     output_dir = Path(cfg.paths.output_dir)
     write_table(rows, output_dir)
     plot_convergence(rows, output_dir / "convergence.png", f"{cfg.split} split, {count} examples")

@@ -10,7 +10,7 @@ With durations drawn from a proposal q instead of the nominal p, the log-weights
     log w_i = log 1{D(T_i) >= t} + sum_j [log p_j(T_ij) - log q(T_i)],
 
 and mu_hat = mean(w) is computed with the VAE estimators' reductions (float64 log-mean-exp,
-normalised ESS, standard error in log space; :mod:`vaelik.diagnostics`).
+normalised ESS, standard error in log space; :mod:`vaelik.inference.diagnostics`).
 """
 
 from __future__ import annotations

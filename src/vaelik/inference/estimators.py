@@ -25,7 +25,7 @@ from vaelik.models.vae import VAE
 @dataclass
 class Estimate:
     """Per-example results, each ``[B]`` float64: the log p(x) estimate and its diagnostics
-    (normalised ESS, variance of log w, PSIS k-hat; see :mod:`vaelik.diagnostics`)."""
+    (normalised ESS, variance of log w, PSIS k-hat; see :mod:`vaelik.inference.diagnostics`)."""
 
     log_px: torch.Tensor
     ess: torch.Tensor

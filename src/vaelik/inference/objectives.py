@@ -9,7 +9,7 @@ eps_k ~ N(0, I) from the training generator, and compute log w_k = log p(x|z_k) 
   draws. w = beta times the linear warm-up (Sonderby et al. 2016); ``free_bits`` = lambda
   replaces the KL by max(lambda, KL) on the batch mean (Kingma et al. 2016).
 - :class:`Iwae`: log (1/K) sum_k exp(log p(x|z_k) + w [log p(z_k) - log q(z_k|x)]) (Burda et al.
-  2016; w = 1 after the warm-up), which rises towards log p(x) with K.
+  2016; w = beta after the warm-up), which rises towards log p(x) with K.
 
 Every objective also returns the plain ELBO (beta = 1, no warm-up, no free bits) per example, so
 that ``val/elbo`` stays comparable between runs whatever they optimise.

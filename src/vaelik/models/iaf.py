@@ -51,7 +51,7 @@ class MaskedLinear(nn.Linear):
 
 class MADE(nn.Module):
     """(m, s) ``[..., L]`` each from z ``[..., L]`` and a context ``[..., C]``: output l sees
-    z_{<l} only (Germain et al. 2015); the context feeds every hidden unit."""
+    z_{<l} only (Germain et al. 2015); the context feeds every hidden unit and every output."""
 
     def __init__(
         self, latent_dim: int, context_features: int, hidden: Sequence[int], activation: str
@@ -69,8 +69,15 @@ class MADE(nn.Module):
         self.context = nn.Linear(context_features, hidden[0]) if context_features else None
         output_degrees = torch.arange(1, latent_dim + 1).repeat(2)
         self.output = MaskedLinear(output_degrees.unsqueeze(1) > degrees[-1].unsqueeze(0))
-        nn.init.zeros_(self.output.weight)
-        nn.init.zeros_(self.output.bias)
+        # the context also reaches the outputs directly, so that the first variable's shift and
+        # scale (which see no hidden unit) still depend on x
+        self.output_context = (
+            nn.Linear(context_features, 2 * latent_dim) if context_features else None
+        )
+        for layer in (self.output, self.output_context):
+            if layer is not None:
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
         self.activation = ACTIVATIONS[activation]()
 
     def forward(self, z: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,7 +87,10 @@ class MADE(nn.Module):
         h = self.activation(h)
         for layer in self.hidden_layers[1:]:
             h = self.activation(layer(h))
-        shift, log_scale = self.output(h).chunk(2, dim=-1)
+        out = self.output(h)
+        if self.output_context is not None:
+            out = out + self.output_context(context)
+        shift, log_scale = out.chunk(2, dim=-1)
         return shift, log_scale
 
 

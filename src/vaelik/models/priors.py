@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, Independent, Normal
 
+from vaelik.models.errors import UnsupportedCombinationError
 from vaelik.models.guides import Guide, check_latent_dim
 
 
@@ -149,6 +150,13 @@ class VampPrior(MixturePrior):
     def bind(self, guide: Guide) -> None:
         if not guide.gaussian_top:
             guide.top_gaussian(self.pseudo_inputs)  # raises, naming the guide and the fix
+        if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in guide.modules()):
+            raise UnsupportedCombinationError(
+                "prior=vampprior with an encoder that has batch norm (encoder=resnet): the "
+                "pseudo-inputs would pass through batch statistics, so the prior trained (batch "
+                "statistics) and the prior evaluated (running statistics) would differ; use "
+                "encoder=mlp or encoder=conv, or prior=mixture"
+            )
         # a plain attribute, not a sub-module: the guide's weights belong to the model once
         object.__setattr__(self, "_guide", guide)
 

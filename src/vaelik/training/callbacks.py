@@ -150,7 +150,8 @@ class ImageGridCallback(pl.Callback):
         model = pl_module.model
         was_training = model.training
         model.eval()
-        with torch.random.fork_rng(devices=[]):
+        device = pl_module.device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(0)
             samples = model.sample(self.num_samples)
             nrow = min(8, len(val))
