@@ -70,23 +70,9 @@ class VAELitModule(pl.LightningModule):
             f"{split}/elbo_bpd": bits_per_dim(elbo, self.num_dims),
             f"{split}/bound": terms.bound.mean(),
         }
-        self.log_dict(
-            metrics,
-            on_step=on_step,
-            on_epoch=True,
-            prog_bar=False,
-            sync_dist=not on_step,
-            batch_size=x.shape[0],
-        )
-        self.log(
-            f"{split}/loss",
-            loss,
-            prog_bar=True,
-            on_step=on_step,
-            on_epoch=True,
-            sync_dist=not on_step,
-            batch_size=x.shape[0],
-        )
+        logged = dict(on_step=on_step, on_epoch=True, sync_dist=not on_step, batch_size=x.shape[0])
+        self.log_dict(metrics, prog_bar=False, **logged)
+        self.log(f"{split}/loss", loss, prog_bar=True, **logged)
         if split == "train":
             self.log("train/kl_weight", terms.kl_weight, on_step=True, on_epoch=False)
         return loss
