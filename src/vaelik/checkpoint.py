@@ -12,6 +12,9 @@ import torch
 from torch import nn
 
 CONFIG_KEY = "vaelik_config"
+#: training wall-clock seconds so far (summed over resumed fits) and the training machine
+TRAIN_SECONDS_KEY = "vaelik_train_seconds"
+MACHINE_KEY = "vaelik_machine"
 MODEL_PREFIX = "model."
 
 
@@ -26,6 +29,12 @@ class VAECheckpoint:
     path: Path
     config: dict[str, Any]
     state_dict: dict[str, torch.Tensor]
+    #: epochs completed (Lightning's 0-based ``epoch`` of the save, plus one) and optimiser
+    #: steps, the training seconds and machine (None where a checkpoint did not record them)
+    epochs: int | None = None
+    steps: int | None = None
+    train_seconds: float | None = None
+    machine: str | None = None
 
 
 def read_checkpoint(path: str | Path) -> VAECheckpoint:
@@ -66,7 +75,32 @@ def read_checkpoint(path: str | Path) -> VAECheckpoint:
         for key, value in raw["state_dict"].items()
         if key.startswith(MODEL_PREFIX)
     }
-    return VAECheckpoint(path=path, config=raw[CONFIG_KEY], state_dict=state)
+    return VAECheckpoint(
+        path=path,
+        config=raw[CONFIG_KEY],
+        state_dict=state,
+        epochs=raw["epoch"] + 1 if isinstance(raw.get("epoch"), int) else None,
+        steps=raw.get("global_step"),
+        train_seconds=raw.get(TRAIN_SECONDS_KEY),
+        machine=raw.get(MACHINE_KEY),
+    )
+
+
+def describe_machine() -> str:
+    """This machine in a line: CPU model and cores used by torch, and the GPU if one is used."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            names = [line.split(":", 1)[1].strip() for line in handle if "model name" in line]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    text = f"{cpu}, {torch.get_num_threads()} threads"
+    if torch.cuda.is_available():
+        text += f", {torch.cuda.get_device_name()}"
+    return text
 
 
 def load_weights(model: nn.Module, checkpoint: VAECheckpoint) -> None:

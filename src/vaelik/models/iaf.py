@@ -33,7 +33,7 @@ from vaelik.models.guides import (
     check_scale_options,
     positive_scale,
 )
-from vaelik.models.networks import ACTIVATIONS, check_activation
+from vaelik.models.networks import activation_layer, check_activation
 
 
 class MaskedLinear(nn.Linear):
@@ -78,7 +78,7 @@ class MADE(nn.Module):
             if layer is not None:
                 nn.init.zeros_(layer.weight)
                 nn.init.zeros_(layer.bias)
-        self.activation = ACTIVATIONS[activation]()
+        self.activation = activation_layer(activation)
 
     def forward(self, z: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.hidden_layers[0](z)

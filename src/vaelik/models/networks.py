@@ -13,20 +13,47 @@ from torch import nn
 ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
 
 
-def check_activation(activation: str) -> str:
-    """``activation`` if it names one of :data:`ACTIVATIONS`, else a ValueError listing them."""
-    if activation not in ACTIVATIONS:
-        raise ValueError(
-            f"unknown activation {activation!r}: choose one of {', '.join(ACTIVATIONS)}"
-        )
+#: MLPs only: every hidden layer is a :class:`GatedLinear` instead of linear + activation
+GATED = "gated"
+
+
+def check_activation(activation: str, gated_allowed: bool = False) -> str:
+    """``activation`` if it names one of :data:`ACTIVATIONS` (or ``gated`` where allowed), else
+    a ValueError listing the choices."""
+    choices = [*ACTIVATIONS, GATED] if gated_allowed else list(ACTIVATIONS)
+    if activation not in choices:
+        raise ValueError(f"unknown activation {activation!r}: choose one of {', '.join(choices)}")
     return activation
 
 
+def activation_layer(activation: str) -> nn.Module:
+    """A fresh module of the named element-wise activation."""
+    return ACTIVATIONS[check_activation(activation)]()
+
+
+class GatedLinear(nn.Module):
+    """h = (W x + b) * sigmoid(V x + c) (Dauphin et al. 2017), the hidden layer of the
+    VampPrior paper's MLPs: ``[..., in_features] -> [..., out_features]``."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_features, out_features)
+        self.gate = nn.Linear(in_features, out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x) * torch.sigmoid(self.gate(x))
+
+
 def mlp(sizes: Sequence[int], activation: str) -> nn.Sequential:
-    """Linear layers ``sizes[0] -> ... -> sizes[-1]``, ``activation`` between them (not after)."""
-    check_activation(activation)
+    """Linear layers ``sizes[0] -> ... -> sizes[-1]``, ``activation`` between them (not after);
+    with ``activation=gated`` every hidden layer is a :class:`GatedLinear` and the last linear."""
+    check_activation(activation, gated_allowed=True)
+    pairs = list(itertools.pairwise(sizes))
+    if activation == GATED:
+        hidden = [GatedLinear(fan_in, fan_out) for fan_in, fan_out in pairs[:-1]]
+        return nn.Sequential(*hidden, nn.Linear(*pairs[-1]))
     layers: list[nn.Module] = []
-    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
+    for i, (fan_in, fan_out) in enumerate(pairs):
         if i > 0:
             layers.append(ACTIVATIONS[activation]())
         layers.append(nn.Linear(fan_in, fan_out))
@@ -125,7 +152,7 @@ class ConvEncoder(GridEncoder):
         for width_out in channels:
             layers += [
                 nn.Conv2d(previous, width_out, 4, stride=2, padding=1),
-                ACTIVATIONS[activation](),
+                activation_layer(activation),
             ]
             previous = width_out
         self.features = nn.Sequential(*layers)
@@ -145,12 +172,12 @@ class ConvDecoder(GridDecoder):
         activation: str = "relu",
     ) -> None:
         super().__init__(in_features, out_shape, channels)
-        layers: list[nn.Module] = [ACTIVATIONS[activation]()]
+        layers: list[nn.Module] = [activation_layer(activation)]
         widths = [*channels, self.out_shape[0]]
         for i, (fan_in, fan_out) in enumerate(itertools.pairwise(widths)):
             layers.append(nn.ConvTranspose2d(fan_in, fan_out, 4, stride=2, padding=1))
             if i < len(channels) - 1:
-                layers.append(ACTIVATIONS[activation]())
+                layers.append(activation_layer(activation))
         self.features = nn.Sequential(*layers)
 
 
@@ -161,10 +188,10 @@ class ResidualBlock(nn.Module):
         super().__init__()
         self.body = nn.Sequential(
             nn.BatchNorm2d(width),
-            ACTIVATIONS[activation](),
+            activation_layer(activation),
             nn.Conv2d(width, width, 3, padding=1),
             nn.BatchNorm2d(width),
-            ACTIVATIONS[activation](),
+            activation_layer(activation),
             nn.Conv2d(width, width, 3, padding=1),
         )
 
@@ -192,7 +219,7 @@ class ResNetEncoder(GridEncoder):
             layers.append(nn.Conv2d(previous, width_out, 4, stride=2, padding=1))
             layers += [ResidualBlock(width_out, activation) for _ in range(blocks)]
             previous = width_out
-        layers += [nn.BatchNorm2d(previous), ACTIVATIONS[activation]()]
+        layers += [nn.BatchNorm2d(previous), activation_layer(activation)]
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(previous * height * width, out_features)
 
@@ -218,7 +245,7 @@ class ResNetDecoder(GridDecoder):
             layers.append(nn.ConvTranspose2d(fan_in, fan_out, 4, stride=2, padding=1))
         layers += [
             nn.BatchNorm2d(widths[-1]),
-            ACTIVATIONS[activation](),
+            activation_layer(activation),
             nn.Conv2d(widths[-1], self.out_shape[0], 3, padding=1),
         ]
         self.features = nn.Sequential(*layers)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 
-from vaelik.checkpoint import CONFIG_KEY
+from vaelik.checkpoint import CONFIG_KEY, MACHINE_KEY, TRAIN_SECONDS_KEY, describe_machine
 from vaelik.inference.objectives import Elbo, Objective
 from vaelik.metrics import bits_per_dim
 from vaelik.models.vae import VAE
@@ -42,6 +43,8 @@ class VAELitModule(pl.LightningModule):
         self.num_dims = num_dims
         self.objective = objective if objective is not None else Elbo()
         self.config = config
+        self.seconds_before_fit = 0.0  # training time of the fits this one resumes
+        self.fit_started: float | None = None
 
     def epoch_progress(self, batch_idx: int) -> float:
         """Training epochs done so far, fractional (for the KL warm-up)."""
@@ -89,6 +92,19 @@ class VAELitModule(pl.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer_factory(self.model.parameters())
 
+    def on_fit_start(self) -> None:
+        self.fit_started = time.perf_counter()
+
+    def training_seconds(self) -> float:
+        """Wall-clock seconds of training so far, over every resumed fit."""
+        running = time.perf_counter() - self.fit_started if self.fit_started is not None else 0.0
+        return self.seconds_before_fit + running
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.config is not None:
             checkpoint[CONFIG_KEY] = self.config
+        checkpoint[TRAIN_SECONDS_KEY] = self.training_seconds()
+        checkpoint[MACHINE_KEY] = describe_machine()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.seconds_before_fit = float(checkpoint.get(TRAIN_SECONDS_KEY, 0.0))
