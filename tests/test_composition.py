@@ -412,3 +412,29 @@ def test_convergence_checks_every_pair_before_estimating(tmp_path, monkeypatch, 
     )
     assert_names(output, "proposal=defensive", "posterior=iaf")
     assert calls == []
+
+
+@pytest.mark.parametrize("network", ["conv", "resnet"])
+def test_hvae_with_convolutional_networks_trains_and_estimates(network):
+    """model=hvae reads x through the encoder group for both layers and decodes [z2, z1]
+    through the decoder group: convolutional networks compose as MLPs do."""
+    cfg = compose_config(
+        "train",
+        [
+            "model=hvae",
+            f"encoder={network}",
+            f"decoder={network}",
+            "encoder.channels=[8,8]",
+            "decoder.channels=[8,8]",
+            "latent_dim=3",
+            "model.guide.lower.hidden=[8]",
+            "model.prior.conditional.hidden=[8]",
+        ],
+        output_dir="unused",
+    )
+    torch.manual_seed(0)
+    model = build_model(cfg, "binary")
+    x = random_batch("binary", MNIST_SHAPE, n=BATCH)
+    optimizer = instantiate(cfg.optim.optimizer)(model.parameters())
+    train_one_step(model, x, instantiate(cfg.objective), optimizer)
+    assert_finite_estimate(ImportanceSampling(num_samples=8), model.eval(), x, EncoderProposal())
