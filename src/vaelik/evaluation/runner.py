@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from vaelik.checkpoint import load_weights, read_checkpoint
+from vaelik.checkpoint import VAECheckpoint, load_weights, read_checkpoint
 from vaelik.data import ImageDataModule
 from vaelik.data.datamodule import example_count
 from vaelik.evaluation.distributed import gather_results, process_group, shard, world
@@ -75,16 +75,24 @@ def write_results(output_dir: Path, results: PerExampleResults, summary: dict[st
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
 
 
-def load_model(cfg: DictConfig) -> tuple[VAE, ImageDataModule]:
-    """The VAE of ``cfg.ckpt_path`` with its weights, and its datamodule (data folder replaced
-    by ``cfg.data_dir`` when set)."""
-    checkpoint = read_checkpoint(cfg.ckpt_path)
+def model_from_checkpoint(
+    path: str | Path, data_dir: str | None = None
+) -> tuple[VAE, ImageDataModule, VAECheckpoint]:
+    """The model of the checkpoint at ``path`` with its weights, its datamodule (data folder
+    replaced by ``data_dir`` when given) and the checkpoint's record."""
+    checkpoint = read_checkpoint(path)
     run_cfg = OmegaConf.create(checkpoint.config)
-    if cfg.get("data_dir") is not None and "data_dir" in run_cfg.data.source:
-        run_cfg.data.source.data_dir = cfg.data_dir
+    if data_dir is not None and "data_dir" in run_cfg.data.source:
+        run_cfg.data.source.data_dir = data_dir
     datamodule = instantiate(run_cfg.data)
     model = build_model(run_cfg, datamodule.kind)
     load_weights(model, checkpoint)
+    return model, datamodule, checkpoint
+
+
+def load_model(cfg: DictConfig) -> tuple[VAE, ImageDataModule]:
+    """The VAE of ``cfg.ckpt_path`` and its datamodule (data folder from ``cfg.data_dir``)."""
+    model, datamodule, _ = model_from_checkpoint(cfg.ckpt_path, cfg.get("data_dir"))
     return model, datamodule
 
 

@@ -18,14 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from vaelik.checkpoint import describe_machine, load_weights, read_checkpoint
+from vaelik.checkpoint import describe_machine, read_checkpoint
 from vaelik.data.datamodule import example_count
-from vaelik.evaluation.runner import estimate_examples, pick_device
+from vaelik.evaluation.runner import estimate_examples, model_from_checkpoint, pick_device
 from vaelik.inference.proposals import EncoderProposal
 from vaelik.metrics import mean_and_stderr
-from vaelik.models.factory import build_model
 
 COLUMNS = (
     "model",
@@ -56,13 +55,7 @@ def named_checkpoints(entries) -> list[tuple[str, Path]]:
 
 def measure(name: str, path: Path, cfg: DictConfig) -> dict[str, Any]:
     """One row of the table for the checkpoint at ``path``."""
-    checkpoint = read_checkpoint(path)
-    run_cfg = OmegaConf.create(checkpoint.config)
-    if cfg.get("data_dir") is not None and "data_dir" in run_cfg.data.source:
-        run_cfg.data.source.data_dir = cfg.data_dir
-    datamodule = instantiate(run_cfg.data)
-    model = build_model(run_cfg, datamodule.kind)
-    load_weights(model, checkpoint)
+    model, datamodule, checkpoint = model_from_checkpoint(path, cfg.get("data_dir"))
     device = pick_device(cfg.device)
     model.to(device)
     importance, ais, proposal = instantiate(cfg.importance), instantiate(cfg.ais), EncoderProposal()
