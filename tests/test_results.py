@@ -8,10 +8,14 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import run_cli, run_cli_failing
-from vaelik.checkpoint import read_checkpoint
+from models import tiny_bernoulli_vae
+from vaelik.checkpoint import TRAIN_SECONDS_KEY, read_checkpoint
 from vaelik.cli import evaluate, results, train
+from vaelik.evaluation.curves import last_value, read_curve, trend
+from vaelik.training.lit_module import VAELitModule
 
 MEASURE = [
     "split=val",
@@ -32,7 +36,8 @@ def checkpoint(tmp_path_factory) -> Path:
             train.main,
             [
                 "debug=fast",
-                "logger=none",
+                "logger=csv",
+                "callbacks.log_likelihood.every_n_epochs=1",
                 "latent_dim=3",
                 "callbacks.log_likelihood.convergence_ks=null",
                 "trainer.enable_progress_bar=false",
@@ -71,6 +76,26 @@ def test_results_table_has_a_row_per_checkpoint(checkpoint, tmp_path, monkeypatc
     assert rows[0]["log_px"] == rows[1]["log_px"]  # the same checkpoint, the same noise
     markdown = (out / "results.md").read_text()
     assert "| named |" in markdown and "| again |" in markdown
+    # the end of the learning curve, from the run's CSV logs: val/log_px after epochs 0 and 1
+    curve = list(csv.DictReader((out / "curves/named.csv").open()))
+    assert [r["epoch"] for r in curve] == ["0", "1"]
+    first, last = (float(r["val/log_px"]) for r in curve)
+    assert float(rows[0]["val_log_px_last"]) == pytest.approx(last)
+    assert float(rows[0]["val_log_px_trend"]) == pytest.approx((last - first) * 10)
+    # a second table in the same folder adds its model and keeps the rows measured before
+    run_cli(
+        results.main,
+        [f"checkpoints={{bmnist_vae:{checkpoint}}}", *MEASURE, f"hydra.run.dir={out}"],
+        monkeypatch,
+    )
+    grown = list(csv.DictReader((out / "results.csv").open()))
+    assert [r["model"] for r in grown] == ["named", "again", "bmnist_vae"]
+    assert grown[:2] == rows
+    assert float(grown[2]["reference"]) == -88.56  # the paper's figure, from conf/results.yaml
+    assert (
+        "| bmnist_vae |" in (out / "results.md").read_text()
+        and "-88.56" in (out / "results.md").read_text()
+    )
     # the same figure as vaelik-eval with the same estimator on the same examples
     run_cli(
         evaluate.main,
@@ -99,3 +124,45 @@ def test_a_missing_checkpoint_fails_before_any_evaluation(
     )
     assert "nope.ckpt does not exist" in output
     assert not (out / "results.csv").exists()
+
+
+def write_metrics(path: Path, rows: list[dict[str, object]]) -> None:
+    path.parent.mkdir(parents=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["epoch", "step", "val/elbo", "val/log_px"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_learning_curve_joins_a_resumed_runs_logs_and_measures_its_end(tmp_path):
+    write_metrics(
+        tmp_path / "csv/version_0/metrics.csv",
+        [{"epoch": e, "step": e, "val/elbo": -100 + e} for e in range(4)]
+        + [{"epoch": 0, "step": 0, "val/log_px": -95.0}, {"epoch": 3, "val/log_px": -94.0}],
+    )
+    # resumed from the checkpoint of epoch 2: epoch 3 is trained again, then 4 to 30
+    write_metrics(
+        tmp_path / "csv/version_1/metrics.csv",
+        [{"epoch": e, "step": e, "val/elbo": -99 + e / 2} for e in range(3, 31)]
+        + [{"epoch": e, "val/log_px": -94 + e / 10} for e in (10, 20, 30)],
+    )
+    curve = read_curve(tmp_path)
+    assert list(curve) == list(range(31))
+    assert curve[2] == {"val/elbo": -98.0}
+    assert curve[3] == {"val/elbo": -97.5, "val/log_px": -94.0}  # version 1 replaces version 0
+    assert last_value(curve, "val/log_px") == -91.0
+    # over the last 20 epochs: epochs 10 -> 30, +2 nats of log p(x), +10 of the ELBO
+    assert trend(curve, "val/log_px") == pytest.approx(1.0)
+    assert trend(curve, "val/elbo") == pytest.approx(5.0)
+    assert trend(curve, "val/log_px", window=100) == pytest.approx(4.0 * 10 / 30)  # from epoch 0
+    assert trend(curve, "val/bpd") is None and read_curve(tmp_path / "no_logs") == {}
+
+
+def test_a_checkpoint_from_before_vaelik_counted_training_time_keeps_the_timers_count():
+    module = VAELitModule(tiny_bernoulli_vae(), torch.optim.Adam, num_dims=4)
+    module.on_load_checkpoint({"callbacks": {"Timer": {"time_elapsed": {"train": 2700.5}}}})
+    assert module.training_seconds() == 2700.5
+    module.on_load_checkpoint({TRAIN_SECONDS_KEY: 12.0, "callbacks": {}})
+    assert module.training_seconds() == 12.0
+    module.on_load_checkpoint({})
+    assert module.training_seconds() == 0.0

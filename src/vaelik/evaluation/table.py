@@ -5,13 +5,19 @@ test set by default, K = 5000), and annealed importance sampling on its first ex
 as the mean gap AIS - IS on that subset (AIS is a tighter stochastic lower bound, so a positive
 gap says how far IS is below the model's log p(x)). Each row also carries the diagnostics
 (share of PSIS k-hat above 0.7), what the training took (epochs, wall time, machine) and where
-it was measured. Written as ``results.csv`` and ``results.md``.
+it was measured, the published figure it reproduces when ``references`` names one, and the
+end of its learning curve (``val/log_px`` and ``val/elbo`` per 10 epochs over the last 20 epochs,
+from the run's CSV logs, written whole as ``curves/<model>.csv``): the evidence for what more
+epochs would give. Written as ``results.csv`` and ``results.md``; rows already in the output
+folder's ``results.csv`` for other models are kept, so a table can grow one checkpoint at a time.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import math
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,12 +28,14 @@ from omegaconf import DictConfig
 
 from vaelik.checkpoint import describe_machine, read_checkpoint
 from vaelik.data.datamodule import example_count
+from vaelik.evaluation.curves import last_value, read_curve, trend, write_curve
 from vaelik.evaluation.runner import estimate_examples, model_from_checkpoint, pick_device
 from vaelik.inference.proposals import EncoderProposal
 from vaelik.metrics import mean_and_stderr
 
 COLUMNS = (
     "model",
+    "reference",
     "log_px",
     "log_px_stderr",
     "bpd",
@@ -38,6 +46,9 @@ COLUMNS = (
     "num_examples",
     "num_samples",
     "epochs",
+    "val_log_px_last",
+    "val_log_px_trend",
+    "val_elbo_trend",
     "train_hours",
     "train_machine",
     "eval_seconds",
@@ -51,6 +62,15 @@ def named_checkpoints(entries) -> list[tuple[str, Path]]:
     if isinstance(entries, Mapping):
         return [(str(name), Path(path)) for name, path in entries.items()]
     return [(Path(path).parent.parent.name, Path(path)) for path in entries]
+
+
+INTEGER_COLUMNS = ("ais_examples", "num_examples", "num_samples", "epochs")
+TEXT_COLUMNS = ("model", "train_machine", "eval_machine", "checkpoint")
+
+
+def run_folder(path: Path) -> Path:
+    """The run folder of a checkpoint: ``<run>/checkpoints/x.ckpt`` -> ``<run>``."""
+    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
 
 
 def measure(name: str, path: Path, cfg: DictConfig) -> dict[str, Any]:
@@ -94,19 +114,55 @@ def measure(name: str, path: Path, cfg: DictConfig) -> dict[str, Any]:
     )
     row["train_machine"] = checkpoint.machine
     row["checkpoint"] = str(path.resolve())
+    row["reference"] = (cfg.get("references") or {}).get(name)
+    curve = read_curve(run_folder(path))
+    if curve:
+        write_curve(curve, Path(cfg.paths.output_dir) / "curves" / f"{name}.csv")
+    row["val_log_px_last"] = last_value(curve, "val/log_px")
+    row["val_log_px_trend"] = trend(curve, "val/log_px")
+    row["val_elbo_trend"] = trend(curve, "val/elbo")
     return row
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of an earlier ``results.csv`` (empty if there is none), typed as written."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as handle:
+        return [
+            {column: typed(column, row.get(column, "")) for column in COLUMNS}
+            for row in csv.DictReader(handle)
+        ]
+
+
+def typed(column: str, text: str | None) -> Any:
+    if text is None or text == "":
+        return None
+    if column in TEXT_COLUMNS:
+        return text
+    return int(text) if column in INTEGER_COLUMNS else float(text)
+
+
+def merged(earlier: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Earlier rows in their order, a new row replacing the earlier row of the same model, and
+    the new models after them."""
+    by_model = {row["model"]: row for row in new}
+    rows = [by_model.pop(row["model"], row) for row in earlier]
+    return rows + list(by_model.values())
 
 
 def write_table(rows: list[dict[str, Any]], output_dir: Path) -> None:
     """``results.csv`` (every column) and ``results.md`` (the columns a reader compares)."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    with open(output_dir / "results.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(COLUMNS))
-        writer.writeheader()
-        writer.writerows(rows)
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=list(COLUMNS))
+    writer.writeheader()
+    writer.writerows(rows)
+    replace_text(output_dir / "results.csv", table.getvalue())
     lines = [
-        "| model | test log p(x) | bits/dim | k-hat > 0.7 | AIS - IS (n) | epochs | training |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| model | test log p(x) | published | bits/dim | k-hat > 0.7 | AIS - IS (n) | epochs "
+        "| val log p(x), per 10 epochs at the end | training |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
         gap = (
@@ -115,19 +171,36 @@ def write_table(rows: list[dict[str, Any]], output_dir: Path) -> None:
             else "-"
         )
         hours = f"{row['train_hours']:.2f} h" if row["train_hours"] is not None else "-"
+        curve_end = (
+            f"{row['val_log_px_last']:.2f}, {row['val_log_px_trend']:+.2f}"
+            if row["val_log_px_trend"] is not None
+            else "-"
+        )
         lines.append(
             f"| {row['model']} | {row['log_px']:.2f} +- {row['log_px_stderr']:.2f} "
-            f"| {row['bpd']:.4f} | {percent(row['khat_share_above_0.7'])} | {gap} "
-            f"| {row['epochs']} | {hours}, {row['train_machine']} |"
+            f"| {number(row['reference'])} | {row['bpd']:.4f} "
+            f"| {percent(row['khat_share_above_0.7'])} | {gap} | {row['epochs']} | {curve_end} "
+            f"| {hours}, {row['train_machine'] or '-'} |"
         )
     lines.append("")
-    lines.append(
-        f"IS with K = {rows[0]['num_samples']} on {rows[0]['num_examples']} examples, "
-        f"measured on {rows[0]['eval_machine']}."
-        if rows
-        else "No checkpoints."
-    )
-    (output_dir / "results.md").write_text("\n".join(lines) + "\n")
+    for samples, examples, machine in dict.fromkeys(
+        (row["num_samples"], row["num_examples"], row["eval_machine"]) for row in rows
+    ):
+        lines.append(f"IS with K = {samples} on {examples} examples, measured on {machine}.")
+    if not rows:
+        lines.append("No checkpoints.")
+    replace_text(output_dir / "results.md", "\n".join(lines) + "\n")
+
+
+def replace_text(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all: an interrupted write leaves the earlier table."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def percent(share: float | None) -> str:
@@ -139,10 +212,10 @@ def results_table(cfg: DictConfig) -> list[dict[str, Any]]:
     pairs = named_checkpoints(cfg.checkpoints)
     for _, path in pairs:  # a typo in the fifth path fails now, not after four evaluations
         read_checkpoint(path)
-    rows = []
     output_dir = Path(cfg.paths.output_dir)
+    rows = read_rows(output_dir / "results.csv")
     for name, path in pairs:
-        rows.append(measure(name, path, cfg))
+        rows = merged(rows, [measure(name, path, cfg)])
         write_table(rows, output_dir)  # what is measured is kept, row by row
     print((output_dir / "results.md").read_text())
     return rows

@@ -107,4 +107,12 @@ class VAELitModule(pl.LightningModule):
         checkpoint[MACHINE_KEY] = describe_machine()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.seconds_before_fit = float(checkpoint.get(TRAIN_SECONDS_KEY, 0.0))
+        seconds = checkpoint.get(TRAIN_SECONDS_KEY)
+        if seconds is None:  # written before vaelik recorded it: Lightning's Timer may have
+            seconds = (
+                checkpoint.get("callbacks", {})
+                .get("Timer", {})
+                .get("time_elapsed", {})
+                .get("train", 0.0)
+            )
+        self.seconds_before_fit = float(seconds)
