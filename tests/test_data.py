@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import urllib.error
 
 import numpy as np
@@ -54,12 +55,21 @@ def test_amat_rejects_other_values_and_lengths(tmp_path):
         bm.parse_amat(tmp_path / "two.amat")
 
 
-def test_binarized_mnist_reads_and_caches(binarized_mnist_dir):
+def test_binarized_mnist_reads_the_source_and_writes_nothing(binarized_mnist_dir):
+    folder = binarized_mnist_dir / "BinarizedMNIST"
+    before = sorted(folder.iterdir())
+    # a cache left by vaelik 0.2 is not read: the source file is the only truth
+    np.save(folder / "binarized_mnist_valid.npy", np.zeros((40, 784), dtype=np.uint8))
     source = BinarizedMNIST(str(binarized_mnist_dir), download=False)
     val = source.load("val")
-    assert val.shape == (40, 1, 28, 28) and set(val.unique().tolist()) <= {0, 1}
-    assert (binarized_mnist_dir / "BinarizedMNIST/binarized_mnist_valid.npy").is_file()
-    assert torch.equal(source.load("val"), val)  # from the cache
+    assert val.shape == (40, 1, 28, 28) and set(val.unique().tolist()) == {0, 1}
+    (folder / "binarized_mnist_valid.npy").unlink()
+    assert sorted(folder.iterdir()) == before  # the data folder may be shared or read-only
+    # a corrected source file is read at once, whatever its modification time
+    corrected = 1 - val.reshape(40, 784).numpy()
+    write_amat(folder / "binarized_mnist_valid.amat", corrected)
+    os.utime(folder / "binarized_mnist_valid.amat", (0, 0))
+    assert torch.equal(source.load("val"), torch.from_numpy(corrected).reshape(40, 1, 28, 28))
 
 
 def test_binarized_mnist_missing_without_download(tmp_path):
