@@ -330,3 +330,27 @@ def test_resume_from_missing_or_mismatched_checkpoint_fails_clearly(
         capsys,
     )
     assert "does not match the model built from its config" in output
+
+
+def test_last_checkpoint_is_the_latest_epoch_even_when_the_best_is_not_saved(tmp_path, monkeypatch):
+    # top-k checkpoints only every 2nd epoch: epoch 1 saves one, epoch 2 does not; Lightning's
+    # own class left last.ckpt at epoch 1 although the run trained epoch 2
+    run_dir = tmp_path / "run"
+    run_cli(
+        train.main,
+        [
+            "debug=fast",
+            "logger=none",
+            "latent_dim=2",
+            "trainer.max_epochs=3",
+            "+callbacks.model_checkpoint.every_n_epochs=2",
+            "callbacks.log_likelihood.num_examples=4",
+            "callbacks.log_likelihood.convergence_ks=null",
+            "trainer.enable_progress_bar=false",
+            f"hydra.run.dir={run_dir}",
+        ],
+        monkeypatch,
+    )
+    last = torch.load(run_dir / "checkpoints/last.ckpt", weights_only=True)
+    assert (last["epoch"], last["global_step"]) == (2, 15)
+    assert [p.name for p in (run_dir / "checkpoints").glob("best-*")] == ["best-epoch001.ckpt"]
