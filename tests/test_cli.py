@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -330,6 +331,35 @@ def test_resume_from_missing_or_mismatched_checkpoint_fails_clearly(
         capsys,
     )
     assert "does not match the model built from its config" in output
+
+
+def test_a_failed_resume_leaves_the_runs_record_as_it_was(
+    trained_run, tmp_path, monkeypatch, capsys
+):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir)
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    output = run_cli_failing(
+        train.main,
+        [*FAST, "ckpt_path=last", "latent_dim=5", f"hydra.run.dir={run_dir}"],
+        monkeypatch,
+        capsys,
+    )
+    assert "does not match the model built from its config" in output
+    after = {
+        p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and ".hydra" not in p.parts
+    }
+    assert after == {p: b for p, b in before.items() if ".hydra" not in p.parts}
+
+
+def test_an_unwritable_checkpoint_folder_fails_before_training(tmp_path, monkeypatch, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "checkpoints").write_text("a file where the checkpoint folder should be")
+    output = run_cli_failing(train.main, [*FAST, f"hydra.run.dir={run_dir}"], monkeypatch, capsys)
+    assert f"cannot write checkpoints into {run_dir / 'checkpoints'}" in output
+    assert "callbacks.model_checkpoint.dirpath" in output
+    assert not (run_dir / "config.yaml").exists() and not (run_dir / "csv").exists()
 
 
 def test_last_checkpoint_is_the_latest_epoch_even_when_the_best_is_not_saved(tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vaelik.checkpoint import CheckpointError, load_weights, read_checkpoint
@@ -27,14 +29,24 @@ def train(cfg: DictConfig) -> float | None:
     ``reconstructions.png``, the loggers' files and ``metrics.json`` (final metrics).
     """
     output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     name_run_from_hydra(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
     model = build_model(cfg, datamodule.kind)
+    # check first, write after: a missing, corrupt or mismatched checkpoint, or a checkpoint
+    # folder that cannot be written, fails before the run's config and logs are touched
+    resume = resume_checkpoint(cfg.get("ckpt_path"), output_dir)
+    if resume is not None:
+        load_weights(model, read_checkpoint(resume))
+    callbacks = build_all(cfg.get("callbacks"))
+    for callback in callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.dirpath is not None:
+            ensure_writable_folder(Path(callback.dirpath))
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
     module = VAELitModule(
         model=model,
         optimizer=instantiate(cfg.optim.optimizer),
@@ -45,12 +57,7 @@ def train(cfg: DictConfig) -> float | None:
     loggers = build_all(cfg.get("logger"))
     for logger in loggers:
         logger.log_hyperparams(resolved)
-    trainer: pl.Trainer = instantiate(
-        cfg.trainer, callbacks=build_all(cfg.get("callbacks")), logger=loggers or False
-    )
-    resume = resume_checkpoint(cfg.get("ckpt_path"), output_dir)
-    if resume is not None:  # fail now, clearly, on a missing, corrupt or mismatched checkpoint
-        load_weights(model, read_checkpoint(resume))
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     succeeded = False
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
@@ -97,6 +104,20 @@ def finish_loggers(loggers: list, succeeded: bool) -> None:
             logger.experiment.finish(exit_code=0 if succeeded else 1)
         else:
             logger.finalize("success" if succeeded else "failed")
+
+
+def ensure_writable_folder(folder: Path) -> None:
+    """Create ``folder`` if needed and prove that a file can be written in it, or raise an
+    ``OSError`` naming it (Lightning would otherwise train and keep no checkpoint)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise OSError(
+            f"cannot write checkpoints into {folder} ({error}): point "
+            "callbacks.model_checkpoint.dirpath (or hydra.run.dir) at a writable folder"
+        ) from error
 
 
 def resume_checkpoint(ckpt_path: str | None, output_dir: Path) -> str | None:
