@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 
 from conftest import compose_config
 from vaelik.checkpoint import CONFIG_KEY, CheckpointError, load_weights, read_checkpoint
+from vaelik.evaluation.runner import model_from_checkpoint
 from vaelik.models.factory import build_model
 
 
@@ -71,3 +72,38 @@ def test_checkpoint_of_the_first_version_fails_clearly(saved, tmp_path):
     torch.save(raw, tmp_path / "old.ckpt")
     with pytest.raises(CheckpointError, match="vaelik 0.1.*retrain"):
         read_checkpoint(tmp_path / "old.ckpt")
+
+
+@pytest.mark.parametrize(
+    "section, node",
+    [
+        ("model", {"_target_": "builtins.open", "file": "VICTIM", "mode": "w"}),
+        ("data", {"_target_": "torch.load", "f": "VICTIM", "weights_only": False}),
+        # a vaelik function that writes files is no model component either
+        ("likelihood", {"_target_": "vaelik.data.binarized_mnist.download_verified"}),
+        ("model", {"_target_": "vaelik.models.networks.mlp", "sizes": [1, 1]}),
+    ],
+)
+def test_a_crafted_checkpoint_config_builds_nothing(saved, tmp_path, section, node):
+    path, _, config = saved
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    crafted = copy.deepcopy(config)
+    node = {k: str(victim) if v == "VICTIM" else v for k, v in node.items()}
+    if section == "model":
+        crafted["model"]["decoder"] = node  # hidden deep inside the model's config
+    else:
+        crafted[section] = node
+    raw = torch.load(path, weights_only=True)
+    raw[CONFIG_KEY] = crafted
+    torch.save(raw, path)
+    with pytest.raises(CheckpointError, match=f"sets {section}.*_target_ to '{node['_target_']}'"):
+        model_from_checkpoint(path)
+    assert victim.read_text() == "precious"
+
+
+def test_the_projects_own_checkpoints_pass_the_allow_list(saved):
+    path, model, _ = saved
+    rebuilt, _, _ = model_from_checkpoint(path)
+    z = torch.randn(5, 3)
+    torch.testing.assert_close(rebuilt.decode(z).mean, model.decode(z).mean, rtol=0, atol=0)

@@ -22,6 +22,7 @@ from vaelik.data import ImageDataModule
 from vaelik.data.datamodule import example_count
 from vaelik.evaluation.distributed import gather_results, process_group, shard, world
 from vaelik.evaluation.results import PerExampleResults
+from vaelik.evaluation.trusted_config import check_trusted_config
 from vaelik.inference.estimators import Estimate
 from vaelik.models.factory import build_model
 from vaelik.models.vae import VAE
@@ -81,6 +82,7 @@ def model_from_checkpoint(
     """The model of the checkpoint at ``path`` with its weights, its datamodule (data folder
     replaced by ``data_dir`` when given) and the checkpoint's record."""
     checkpoint = read_checkpoint(path)
+    check_trusted_config(checkpoint.config, path)  # before anything is instantiated
     run_cfg = OmegaConf.create(checkpoint.config)
     if data_dir is not None and "data_dir" in run_cfg.data.source:
         run_cfg.data.source.data_dir = data_dir

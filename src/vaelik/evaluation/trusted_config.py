@@ -1,0 +1,77 @@
+"""Only the project's own components may be built from a checkpoint's stored config.
+
+``vaelik-eval``, ``vaelik-convergence`` and ``vaelik-results`` rebuild a model from the config
+inside a checkpoint file, a file that may come from anyone. ``hydra.utils.instantiate`` calls
+whatever a ``_target_`` names, so a crafted config (``_target_: torch.load`` with
+``weights_only: false``, ``builtins.open`` with mode ``w``) would run code or truncate files.
+Every ``_target_`` in the stored ``data``, ``likelihood`` and ``model`` sections is therefore
+checked, before anything is instantiated, against an allow-list: the data sources and the
+datamodule that ``vaelik.data`` exports, and the ``torch.nn.Module`` and likelihood-head classes
+defined under ``vaelik.models``. Anything else is a :class:`~vaelik.checkpoint.CheckpointError`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from torch import nn
+
+import vaelik.data
+from vaelik.checkpoint import CheckpointError
+from vaelik.models.likelihoods.base import LikelihoodHead
+
+DATA_CLASSES = frozenset(
+    f"vaelik.data.{name}"
+    for name in vaelik.data.__all__
+    if inspect.isclass(getattr(vaelik.data, name))
+    and not issubclass(getattr(vaelik.data, name), BaseException)
+)
+MODEL_PACKAGE = "vaelik.models."
+SECTIONS = ("data", "likelihood", "model")
+
+
+def targets(node: Any, where: str) -> Iterator[tuple[str, Any]]:
+    """Every ``(config path, _target_)`` below ``node``."""
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            if key == "_target_":
+                yield where, value
+            else:
+                yield from targets(value, f"{where}.{key}")
+    elif isinstance(node, (list, tuple)):
+        for index, value in enumerate(node):
+            yield from targets(value, f"{where}[{index}]")
+
+
+def is_model_component(target: str) -> bool:
+    """A class defined in a ``vaelik.models`` module that is a ``torch.nn.Module`` or a
+    likelihood head. Only the
+    module named by the prefix is imported (importing vaelik modules has no side effect)."""
+    module_name, _, class_name = target.rpartition(".")
+    if not module_name.startswith(MODEL_PACKAGE) or not class_name.isidentifier():
+        return False
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return False
+    found = getattr(module, class_name, None)
+    return inspect.isclass(found) and issubclass(found, (nn.Module, LikelihoodHead))
+
+
+def check_trusted_config(config: Mapping[str, Any], path: object) -> None:
+    """Raise ``CheckpointError`` if the stored config of the checkpoint at ``path`` names any
+    ``_target_`` outside the allow-list (see the module's docstring)."""
+    for section in SECTIONS:
+        for where, target in targets(config.get(section), section):
+            if isinstance(target, str) and (target in DATA_CLASSES or is_model_component(target)):
+                continue
+            raise CheckpointError(
+                f"{path}: its stored config sets {where}._target_ to {target!r}, which is not "
+                "one of vaelik's data sources or model components, so it is not built. A "
+                "checkpoint can run code through its config: use only checkpoints from "
+                "vaelik-train, or rebuild this model from a config you trust and load the "
+                "weights into it."
+            )
