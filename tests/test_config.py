@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from conftest import compose_config
+from vaelik import config as vaelik_config
 from vaelik.config import config_dir
 from vaelik.models.factory import build_model
 
@@ -76,3 +78,23 @@ def test_decoder_is_wired_to_data_and_head_by_interpolation(tmp_path):
     assert list(cfg.decoder.out_shape) == [1, 28, 28]
     assert cfg.encoder.out_features == 14
     assert cfg.decoder.in_features == 7
+
+
+def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path, monkeypatch):
+    class FrozenClock:
+        @staticmethod
+        def now():
+            return datetime(2026, 1, 2, 3, 4, 5)
+
+    monkeypatch.setattr(vaelik_config, "datetime", FrozenClock)
+    parent = tmp_path / "outputs/train/runs"
+    folders = [vaelik_config.new_run_dir(str(parent)) for _ in range(3)]
+    assert [Path(f).name for f in folders] == [
+        "2026-01-02_03-04-05",
+        "2026-01-02_03-04-05_2",
+        "2026-01-02_03-04-05_3",
+    ]
+    assert all(Path(f).is_dir() and not any(Path(f).iterdir()) for f in folders)
+    # the default run and sweep folders go through it
+    hydra_defaults = (Path(vaelik_config.config_dir()) / "hydra/default.yaml").read_text()
+    assert hydra_defaults.count("${vaelik.new_dir:") == 2

@@ -6,8 +6,10 @@ live). ``VAELIK_CONFIG_DIR`` points elsewhere, for an installed copy or a privat
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
+from datetime import datetime
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -37,6 +39,8 @@ def register_resolvers() -> None:
     - ``${vaelik.dlm_channels:C,K}``: decoder channels of a K-component logistic mixture.
     - ``${vaelik.prod:list}``: product of a list, e.g. the number of dimensions ``D = C * H * W``.
     - ``${vaelik.sum:a,b,...}``: sum of integers, e.g. IAF's ``2 * latent_dim + context`` outputs.
+    - ``${vaelik.new_dir:parent}``: a run folder of its own under ``parent`` (see
+      :func:`new_run_dir`); cached per config, so one run resolves it once.
     """
     if not OmegaConf.has_resolver("vaelik.mul"):
         OmegaConf.register_new_resolver("vaelik.mul", lambda *xs: math.prod(int(x) for x in xs))
@@ -49,3 +53,21 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("vaelik.sum", lambda *xs: sum(int(x) for x in xs))
     if not OmegaConf.has_resolver("vaelik.prod"):
         OmegaConf.register_new_resolver("vaelik.prod", lambda xs: math.prod(int(x) for x in xs))
+    if not OmegaConf.has_resolver("vaelik.new_dir"):
+        OmegaConf.register_new_resolver("vaelik.new_dir", new_run_dir, use_cache=True)
+
+
+def new_run_dir(parent: str) -> str:
+    """Create and return ``parent/<date_time>`` (``..._2``, ``..._3``, ... if taken): the folder
+    is made with ``os.mkdir``, which fails if it exists, so two runs started in the same second
+    never share a folder (and overwrite each other's checkpoints and results)."""
+    os.makedirs(parent, exist_ok=True)
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    for attempt in itertools.count(1):
+        path = os.path.join(parent, stamp if attempt == 1 else f"{stamp}_{attempt}")
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            continue
+        return path
+    raise AssertionError("unreachable")
