@@ -330,7 +330,7 @@ def test_resume_from_missing_or_mismatched_checkpoint_fails_clearly(
         monkeypatch,
         capsys,
     )
-    assert "does not match the model built from its config" in output
+    assert "would change the run it continues" in output and "latent_dim: 32 -> 5" in output
 
 
 def test_a_failed_resume_leaves_the_runs_record_as_it_was(
@@ -345,7 +345,7 @@ def test_a_failed_resume_leaves_the_runs_record_as_it_was(
         monkeypatch,
         capsys,
     )
-    assert "does not match the model built from its config" in output
+    assert "would change the run it continues" in output and "latent_dim: 32 -> 5" in output
     after = {
         p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and ".hydra" not in p.parts
     }
@@ -384,3 +384,31 @@ def test_last_checkpoint_is_the_latest_epoch_even_when_the_best_is_not_saved(tmp
     last = torch.load(run_dir / "checkpoints/last.ckpt", weights_only=True)
     assert (last["epoch"], last["global_step"]) == (2, 15)
     assert [p.name for p in (run_dir / "checkpoints").glob("best-*")] == ["best-epoch001.ckpt"]
+
+
+def test_a_resumed_run_is_the_uninterrupted_run(tmp_path, monkeypatch, capsys):
+    common = [*FAST, "logger=none", "callbacks.log_likelihood.convergence_ks=null"]
+    whole, halves = tmp_path / "whole", tmp_path / "halves"
+    in_halves = f"hydra.run.dir={halves}"
+    run_cli(train.main, [*common, "trainer.max_epochs=3", f"hydra.run.dir={whole}"], monkeypatch)
+    run_cli(train.main, [*common, "trainer.max_epochs=2", f"hydra.run.dir={halves}"], monkeypatch)
+    # a new learning rate would be ignored (the optimiser's state is restored): refused
+    output = run_cli_failing(
+        train.main,
+        [*common, "trainer.max_epochs=3", "ckpt_path=last", "optim.optimizer.lr=0.1", in_halves],
+        monkeypatch,
+        capsys,
+    )
+    assert "would change the run it continues: optim.optimizer.lr: 0.001 -> 0.1" in output
+    run_cli(
+        train.main,
+        [*common, "trainer.max_epochs=3", "ckpt_path=last", f"hydra.run.dir={halves}"],
+        monkeypatch,
+    )
+    ends = [torch.load(d / "checkpoints/last.ckpt", weights_only=True) for d in (whole, halves)]
+    assert ends[0]["global_step"] == ends[1]["global_step"] == 12
+    for name, value in ends[0]["state_dict"].items():
+        torch.testing.assert_close(ends[1]["state_dict"][name], value, rtol=0, atol=1e-5)
+    metrics = [read_metrics(d) for d in (whole, halves)]
+    assert metrics[1]["val/log_px"] == pytest.approx(metrics[0]["val/log_px"], abs=1e-5)
+    assert metrics[1]["val/elbo"] == pytest.approx(metrics[0]["val/elbo"], abs=1e-5)

@@ -16,9 +16,10 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from vaelik.checkpoint import CheckpointError, load_weights, read_checkpoint
+from vaelik.checkpoint import load_weights, read_checkpoint
 from vaelik.models.factory import build_model
 from vaelik.training.lit_module import VAELitModule
+from vaelik.training.resume import check_same_run, resume_checkpoint
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -39,7 +40,9 @@ def train(cfg: DictConfig) -> float | None:
     # folder that cannot be written, fails before the run's config and logs are touched
     resume = resume_checkpoint(cfg.get("ckpt_path"), output_dir)
     if resume is not None:
-        load_weights(model, read_checkpoint(resume))
+        saved = read_checkpoint(resume)
+        check_same_run(saved.config, resolved, resume)
+        load_weights(model, saved)
     callbacks = build_all(cfg.get("callbacks"))
     for callback in callbacks:
         if isinstance(callback, ModelCheckpoint) and callback.dirpath is not None:
@@ -118,23 +121,6 @@ def ensure_writable_folder(folder: Path) -> None:
             f"cannot write checkpoints into {folder} ({error}): point "
             "callbacks.model_checkpoint.dirpath (or hydra.run.dir) at a writable folder"
         ) from error
-
-
-def resume_checkpoint(ckpt_path: str | None, output_dir: Path) -> str | None:
-    """The checkpoint to resume from: ``ckpt_path`` itself, or for ``last`` the run
-    directory's ``checkpoints/last.ckpt`` (resume a run with ``hydra.run.dir=<its directory>
-    ckpt_path=last``). A ``last`` that does not exist is an error, not a fresh start."""
-    if ckpt_path is None:
-        return None
-    if ckpt_path == "last":
-        path = output_dir / "checkpoints" / "last.ckpt"
-        if not path.is_file():
-            raise CheckpointError(
-                f"ckpt_path=last but {path} does not exist: resume a run with "
-                "hydra.run.dir=<that run's directory> ckpt_path=last, or give ckpt_path=PATH"
-            )
-        return str(path)
-    return str(ckpt_path)
 
 
 DIST_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK")

@@ -13,6 +13,7 @@ from vaelik.checkpoint import CONFIG_KEY, MACHINE_KEY, TRAIN_SECONDS_KEY, descri
 from vaelik.inference.objectives import Elbo, Objective
 from vaelik.metrics import bits_per_dim
 from vaelik.models.vae import VAE
+from vaelik.training.resume import RANDOM_STATES_KEY, random_states, restore_random_states
 
 
 class VAELitModule(pl.LightningModule):
@@ -45,6 +46,7 @@ class VAELitModule(pl.LightningModule):
         self.config = config
         self.seconds_before_fit = 0.0  # training time of the fits this one resumes
         self.fit_started: float | None = None
+        self.random_states_to_restore: dict[str, Any] | None = None  # from a resumed checkpoint
 
     def epoch_progress(self, batch_idx: int) -> float:
         """Training epochs done so far, fractional (for the KL warm-up)."""
@@ -95,6 +97,15 @@ class VAELitModule(pl.LightningModule):
     def on_fit_start(self) -> None:
         self.fit_started = time.perf_counter()
 
+    def on_validation_end(self) -> None:
+        # a resumed fit's sanity-check validation drew from the streams the uninterrupted run
+        # did not touch there: set them back before the first training batch is drawn
+        if self.trainer.sanity_checking and self.random_states_to_restore is not None:
+            restore_random_states(self.random_states_to_restore)
+
+    def on_train_start(self) -> None:
+        self.random_states_to_restore = None
+
     def training_seconds(self) -> float:
         """Wall-clock seconds of training so far, over every resumed fit."""
         running = time.perf_counter() - self.fit_started if self.fit_started is not None else 0.0
@@ -105,6 +116,7 @@ class VAELitModule(pl.LightningModule):
             checkpoint[CONFIG_KEY] = self.config
         checkpoint[TRAIN_SECONDS_KEY] = self.training_seconds()
         checkpoint[MACHINE_KEY] = describe_machine()
+        checkpoint[RANDOM_STATES_KEY] = random_states()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         seconds = checkpoint.get(TRAIN_SECONDS_KEY)
@@ -116,3 +128,6 @@ class VAELitModule(pl.LightningModule):
                 .get("train", 0.0)
             )
         self.seconds_before_fit = float(seconds)
+        self.random_states_to_restore = checkpoint.get(RANDOM_STATES_KEY)
+        if self.random_states_to_restore is not None:  # and again after a sanity check
+            restore_random_states(self.random_states_to_restore)
