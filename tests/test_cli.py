@@ -412,3 +412,25 @@ def test_a_resumed_run_is_the_uninterrupted_run(tmp_path, monkeypatch, capsys):
     metrics = [read_metrics(d) for d in (whole, halves)]
     assert metrics[1]["val/log_px"] == pytest.approx(metrics[0]["val/log_px"], abs=1e-5)
     assert metrics[1]["val/elbo"] == pytest.approx(metrics[0]["val/elbo"], abs=1e-5)
+
+
+def test_a_diverged_run_is_flagged_loudly(tmp_path, monkeypatch, capsys):
+    run_dir = tmp_path / "run"
+    run_cli(
+        train.main,
+        [*FAST, "logger=none", "optim.optimizer.lr=10", f"hydra.run.dir={run_dir}"],
+        monkeypatch,
+    )
+    captured = capsys.readouterr()
+    printed = captured.out + captured.err
+    metrics = read_metrics(run_dir)
+    assert metrics["uniform_bpd"] == 1.0 and metrics["worse_than_uniform"] is True
+    assert not metrics["val/bpd"] <= 1.0  # worse than 1 bit per binary pixel, or NaN
+    assert "THIS RUN DIVERGED" in printed and "optim.optimizer.lr" in printed
+    assert "THIS RUN DIVERGED" in (run_dir / "train.log").read_text()
+    assert (run_dir / "checkpoints/last.ckpt").is_file()  # kept, for a post-mortem
+
+
+def test_a_sound_run_is_not_flagged(trained_run):
+    metrics = read_metrics(trained_run)
+    assert metrics["uniform_bpd"] == 1.0 and metrics["worse_than_uniform"] is False

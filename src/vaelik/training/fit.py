@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -20,6 +22,8 @@ from vaelik.checkpoint import load_weights, read_checkpoint
 from vaelik.models.factory import build_model
 from vaelik.training.lit_module import VAELitModule
 from vaelik.training.resume import check_same_run, resume_checkpoint
+
+log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -69,11 +73,40 @@ def train(cfg: DictConfig) -> float | None:
         finish_loggers(loggers, succeeded)
         release_process_group()
 
-    final = {key: float(value) for key, value in trainer.callback_metrics.items()}
+    final: dict[str, Any] = {key: float(value) for key, value in trainer.callback_metrics.items()}
+    final.update(compare_with_uniform(final, datamodule.kind))
     if trainer.is_global_zero:
         (output_dir / "metrics.json").write_text(json.dumps(final, indent=2, sort_keys=True))
     metric = cfg.get("optimized_metric")
     return final.get(metric) if metric else None
+
+
+UNIFORM_BPD = {"binary": 1.0, "8bit": 8.0}  # a uniform model of the data: log2 of its values
+
+
+def compare_with_uniform(final: dict[str, Any], data_kind: str) -> dict[str, Any]:
+    """``{"uniform_bpd": u, "worse_than_uniform": bool}`` for the run's final validation
+    bits/dim (``val/bpd`` by importance sampling if measured, else ``val/elbo_bpd``) against a
+    uniform model of the data (1 bit/dim for binary pixels, 8 for 8-bit ones). A run that ends
+    worse than that (or at NaN) has diverged: it is warned about loudly, not left to exit
+    quietly."""
+    uniform = UNIFORM_BPD[data_kind]
+    name = "val/bpd" if "val/bpd" in final else "val/elbo_bpd"
+    bpd = final.get(name)
+    if bpd is None:
+        return {}
+    worse = not math.isfinite(bpd) or bpd > uniform
+    if worse:
+        log.warning(
+            "THIS RUN DIVERGED: it ends at %s = %s, worse than a uniform model of the data "
+            "(%s bits/dim). Its checkpoints are kept but do not model the data; lower the "
+            "learning rate (optim.optimizer.lr), clip gradients (trainer.gradient_clip_val) or "
+            "bound the posterior scale (posterior.log_scale_bound).",
+            name,
+            bpd,
+            uniform,
+        )
+    return {"uniform_bpd": uniform, "worse_than_uniform": worse}
 
 
 def build_all(nodes: DictConfig | None) -> list[Any]:
