@@ -107,3 +107,20 @@ def test_the_projects_own_checkpoints_pass_the_allow_list(saved):
     rebuilt, _, _ = model_from_checkpoint(path)
     z = torch.randn(5, 3)
     torch.testing.assert_close(rebuilt.decode(z).mean, model.decode(z).mean, rtol=0, atol=0)
+
+
+def test_a_text_file_is_not_a_checkpoint(tmp_path):
+    path = tmp_path / "notes.ckpt"
+    path.write_text("epoch 3: val/elbo -95.1\n")
+    with pytest.raises(CheckpointError, match=f"checkpoint {path} cannot be read.*corrupt"):
+        read_checkpoint(path)
+
+
+def test_a_checkpoint_with_nan_weights_names_them_and_the_fix(saved):
+    path = saved[0]
+    raw = torch.load(path, weights_only=True)
+    name = next(k for k, v in raw["state_dict"].items() if v.is_floating_point())
+    raw["state_dict"][name] = torch.full_like(raw["state_dict"][name], float("nan"))
+    torch.save(raw, path)
+    with pytest.raises(CheckpointError, match=rf"NaN or infinite weights \({name[6:]}.*lower"):
+        read_checkpoint(path)

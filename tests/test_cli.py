@@ -12,11 +12,13 @@ import sys
 import time
 from pathlib import Path
 
+import lightning.pytorch
 import pytest
 import torch
 
 from conftest import run_cli, run_cli_failing
 from vaelik.cli import convergence, evaluate, train
+from vaelik.training.fit import warn_if_unbounded
 
 FAST = [
     "trainer.max_epochs=2",
@@ -434,3 +436,21 @@ def test_a_diverged_run_is_flagged_loudly(tmp_path, monkeypatch, capsys):
 def test_a_sound_run_is_not_flagged(trained_run):
     metrics = read_metrics(trained_run)
     assert metrics["uniform_bpd"] == 1.0 and metrics["worse_than_uniform"] is False
+
+
+@pytest.mark.parametrize(
+    "settings, warned",
+    [
+        ({"max_epochs": -1}, True),
+        ({"max_epochs": -1, "max_steps": 100}, False),
+        ({"max_epochs": -1, "max_time": "00:00:10:00"}, False),
+        ({"max_epochs": 5}, False),
+    ],
+)
+def test_an_endless_training_says_so(settings, warned, caplog):
+    trainer = lightning.pytorch.Trainer(
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, **settings
+    )
+    with caplog.at_level("WARNING"):
+        warn_if_unbounded(trainer)
+    assert ("trains until it is interrupted" in caplog.text) == warned

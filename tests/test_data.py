@@ -32,6 +32,19 @@ def test_mnist_reads_idx_files_and_holds_out_validation(mnist_dir):
     assert len({tuple(r.tolist()) for r in everything}) == 120
 
 
+@pytest.mark.parametrize("damage", ["truncated", "bad type byte"])
+def test_a_damaged_idx_file_is_named_as_unreadable_not_missing(mnist_dir, damage):
+    images = mnist_dir / "MNIST/raw/t10k-images-idx3-ubyte"
+    data = bytearray(images.read_bytes())
+    if damage == "truncated":
+        data = data[: len(data) // 2]  # as by an interrupted copy
+    else:
+        data[2] = 0x07  # the IDX type byte: 0x08 is unsigned bytes, 0x07 is no type
+    images.write_bytes(bytes(data))
+    with pytest.raises(DataNotFoundError, match="cannot be read.*truncated or not in the"):
+        MNIST(str(mnist_dir), download=False).load("test")
+
+
 def test_mnist_missing_offline_says_what_to_do(tmp_path):
     with pytest.raises(DataNotFoundError, match="MNIST/raw"):
         MNIST(str(tmp_path), download=False).load("test")

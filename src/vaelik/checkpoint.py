@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,13 +45,7 @@ def read_checkpoint(path: str | Path) -> VAECheckpoint:
         )
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
-    except (
-        RuntimeError,
-        pickle.UnpicklingError,
-        zipfile.BadZipFile,
-        EOFError,
-        ValueError,
-    ) as error:
+    except Exception as error:  # a text file fails with KeyError, a truncated one with EOFError...
         raise CheckpointError(
             f"checkpoint {path} cannot be read ({type(error).__name__}: {error}); it is corrupt or "
             "not a PyTorch checkpoint. Use another checkpoint of the run (last.ckpt or "
@@ -75,6 +67,18 @@ def read_checkpoint(path: str | Path) -> VAECheckpoint:
         for key, value in raw["state_dict"].items()
         if key.startswith(MODEL_PREFIX)
     }
+    broken = [
+        key
+        for key, value in state.items()
+        if value.is_floating_point() and not bool(torch.isfinite(value).all())
+    ]
+    if broken:
+        raise CheckpointError(
+            f"checkpoint {path} holds NaN or infinite weights ({', '.join(broken[:4])}"
+            f"{', ...' if len(broken) > 4 else ''}): the run had diverged when it was saved. Use "
+            "an earlier checkpoint of the run (best-*.ckpt), or retrain with a lower learning "
+            "rate (optim.optimizer.lr) or gradient clipping (trainer.gradient_clip_val)."
+        )
     return VAECheckpoint(
         path=path,
         config=raw[CONFIG_KEY],

@@ -41,7 +41,15 @@ class TorchvisionSource:
         cls = getattr(torchvision.datasets, self.dataset_class)
         try:
             dataset = cls(str(self.data_dir), download=self.download, **self._part(train))
-        except (RuntimeError, OSError) as error:
+        except (RuntimeError, OSError, AssertionError, ValueError) as error:
+            if "not found" not in str(error).lower() and not isinstance(error, OSError):
+                # the files are there but torchvision could not parse them
+                raise DataNotFoundError(
+                    f"{self.dataset_class} files under {self.data_dir.resolve()} (expected "
+                    f"{self.layout}) cannot be read ({type(error).__name__}: {error}): one is "
+                    "truncated or not in the dataset's format. Replace it with the original, "
+                    "or delete it so that it is downloaded again."
+                ) from error
             raise DataNotFoundError(
                 f"{self.dataset_class} was not found under {self.data_dir.resolve()} (expected "
                 f"{self.layout}) and could not be downloaded ({error}). Put the files there, or "

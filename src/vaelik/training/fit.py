@@ -15,7 +15,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Timer
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vaelik.checkpoint import load_weights, read_checkpoint
@@ -65,6 +65,7 @@ def train(cfg: DictConfig) -> float | None:
     for logger in loggers:
         logger.log_hyperparams(resolved)
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    warn_if_unbounded(trainer)
     succeeded = False
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
@@ -79,6 +80,21 @@ def train(cfg: DictConfig) -> float | None:
         (output_dir / "metrics.json").write_text(json.dumps(final, indent=2, sort_keys=True))
     metric = cfg.get("optimized_metric")
     return final.get(metric) if metric else None
+
+
+def warn_if_unbounded(trainer: pl.Trainer) -> None:
+    """Say so when nothing but early stopping or an interrupt will end the training:
+    ``trainer.max_epochs=-1`` with no ``max_steps`` and no ``max_time``."""
+    if trainer.max_epochs != -1 or trainer.max_steps != -1:
+        return
+    if any(isinstance(c, Timer) and getattr(c, "_duration", None) for c in trainer.callbacks):
+        return
+    stopper = any(isinstance(c, EarlyStopping) for c in trainer.callbacks)
+    log.warning(
+        "trainer.max_epochs=-1 with no trainer.max_steps or trainer.max_time: this run trains "
+        "until %s. Set trainer.max_epochs=N or trainer.max_time=DD:HH:MM:SS to bound it.",
+        "early stopping ends it or it is interrupted" if stopper else "it is interrupted",
+    )
 
 
 UNIFORM_BPD = {"binary": 1.0, "8bit": 8.0}  # a uniform model of the data: log2 of its values
