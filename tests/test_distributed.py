@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
+
+from vaelik.evaluation.distributed import process_group
 
 PYTHON = sys.executable
 TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
@@ -152,3 +157,23 @@ def test_multirun_with_ddp_runs_each_job_once(tmp_path):
         for j in jobs
     ]
     assert [c["latent_dim"] for c in configs] == [4, 6]
+
+
+def test_a_process_whose_peers_never_come_fails_within_its_timeout(monkeypatch):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for name, value in {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        "WORLD_SIZE": "2",
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+    }.items():
+        monkeypatch.setenv(name, value)
+    start = time.perf_counter()
+    expected = "process 0 of 2 waited 2 s.*dist_timeout_s"
+    with pytest.raises(RuntimeError, match=expected), process_group(torch.device("cpu"), 2):
+        pass
+    assert time.perf_counter() - start < 60
+    assert not torch.distributed.is_initialized()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -50,13 +51,28 @@ def gather_results(results: PerExampleResults) -> PerExampleResults:
 
 
 @contextmanager
-def process_group(device: torch.device) -> Iterator[None]:
+def process_group(device: torch.device, timeout_s: float = 300.0) -> Iterator[None]:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1): NCCL on GPUs, gloo
     on CPUs; each process then evaluates a disjoint share of the examples. The group is
-    destroyed on the way out (left to interpreter exit, gloo can abort a process)."""
+    destroyed on the way out (left to interpreter exit, gloo can abort a process).
+
+    ``timeout_s`` bounds every wait for the other processes (joining, gathering): a peer that
+    never starts or dies outside torchrun fails the run within it, with the cause, instead of
+    after torch's default of 30 minutes."""
     joined = int(os.environ.get("WORLD_SIZE", 1)) > 1 and not dist.is_initialized()
     if joined:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        try:
+            dist.init_process_group(
+                "nccl" if device.type == "cuda" else "gloo",
+                timeout=datetime.timedelta(seconds=timeout_s),
+            )
+        except (RuntimeError, dist.DistStoreError) as error:
+            raise RuntimeError(
+                f"process {os.environ.get('RANK')} of {os.environ['WORLD_SIZE']} waited "
+                f"{timeout_s:g} s for the others to join and gave up ({error}): one of them did "
+                "not start or died (see its log). Launch every process with torchrun; "
+                "dist_timeout_s sets how long to wait."
+            ) from error
     try:
         yield
     finally:

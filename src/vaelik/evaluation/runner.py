@@ -109,7 +109,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     estimator.check(model, proposal)  # an impossible combination fails before any work
     dataset = datamodule.dataset(cfg.split)
     count = example_count(dataset, cfg.num_examples)
-    with process_group(device):
+    with process_group(device, cfg.get("dist_timeout_s", 300.0)):
         start = time.perf_counter()
         rank, size = world()
         local = estimate_examples(
