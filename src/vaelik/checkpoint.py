@@ -101,7 +101,8 @@ def describe_machine() -> str:
         cpu = names[0] if names else cpu
     except OSError:
         pass
-    text = f"{cpu}, {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    text = f"{cpu}, {threads} thread{'' if threads == 1 else 's'}"
     if torch.cuda.is_available():
         text += f", {torch.cuda.get_device_name()}"
     return text
