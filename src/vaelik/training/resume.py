@@ -82,18 +82,16 @@ def resumable(key: str) -> bool:
 
 def check_same_run(saved: dict[str, Any], config: dict[str, Any], path: str) -> None:
     """Raise ``CheckpointError`` if ``config`` (the resumed run's, resolved) changes a setting of
-    ``saved`` (the checkpoint's) that is not in ``RESUMABLE_CHANGES``."""
+    ``saved`` (the checkpoint's) that is not in ``RESUMABLE_CHANGES``. Settings that only one
+    of them has (added or removed by another vaelik version) are not compared."""
     before, after = flatten(saved), flatten(config)
     changed = sorted(
         key
-        for key in before.keys() | after.keys()
-        if not resumable(key) and before.get(key, "<unset>") != after.get(key, "<unset>")
+        for key in before.keys() & after.keys()
+        if not resumable(key) and before[key] != after[key]
     )
     if changed:
-        listed = "; ".join(
-            f"{key}: {before.get(key, '<unset>')!r} -> {after.get(key, '<unset>')!r}"
-            for key in changed[:8]
-        )
+        listed = "; ".join(f"{key}: {before[key]!r} -> {after[key]!r}" for key in changed[:8])
         more = f" (and {len(changed) - 8} more)" if len(changed) > 8 else ""
         raise CheckpointError(
             f"resuming {path} would change the run it continues: {listed}{more}. A resumed run "
