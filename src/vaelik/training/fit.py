@@ -159,11 +159,16 @@ def finish_loggers(loggers: list, succeeded: bool) -> None:
 
 
 def ensure_writable_folder(folder: Path) -> None:
-    """Create ``folder`` if needed and prove that a file can be written in it, or raise an
-    ``OSError`` naming it (Lightning would otherwise train and keep no checkpoint)."""
+    """Prove that files can be written in ``folder`` (or, while it does not exist yet, in its
+    nearest existing parent, where it will be created), or raise an ``OSError`` naming it:
+    Lightning would otherwise train and keep no checkpoint. Nothing is left behind."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is not a folder")
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-test-"):
             pass
     except OSError as error:
         raise OSError(
