@@ -102,6 +102,18 @@ def test_a_crafted_checkpoint_config_builds_nothing(saved, tmp_path, section, no
     assert victim.read_text() == "precious"
 
 
+def test_a_checkpoint_config_with_an_interpolation_is_refused(saved, tmp_path):
+    path, _, config = saved
+    crafted = copy.deepcopy(config)
+    crafted["data"]["source"]["data_dir"] = f"${{vaelik.new_dir:{tmp_path}/planted}}"
+    raw = torch.load(path, weights_only=True)
+    raw[CONFIG_KEY] = crafted
+    torch.save(raw, path)
+    with pytest.raises(CheckpointError, match="interpolation at config.data.source.data_dir"):
+        model_from_checkpoint(path)
+    assert not (tmp_path / "planted").exists()
+
+
 def test_the_projects_own_checkpoints_pass_the_allow_list(saved):
     path, model, _ = saved
     rebuilt, _, _ = model_from_checkpoint(path)

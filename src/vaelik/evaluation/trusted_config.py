@@ -6,8 +6,11 @@ whatever a ``_target_`` names, so a crafted config (``_target_: torch.load`` wit
 ``weights_only: false``, ``builtins.open`` with mode ``w``) would run code or truncate files.
 Every ``_target_`` in the stored ``data``, ``likelihood`` and ``model`` sections is therefore
 checked, before anything is instantiated, against an allow-list: the data sources and the
-datamodule that ``vaelik.data`` exports, and the ``torch.nn.Module`` and likelihood-head classes
-defined under ``vaelik.models``. Anything else is a :class:`~vaelik.checkpoint.CheckpointError`.
+datamodule that ``vaelik.data`` exports, and the ``torch.nn.Module`` and likelihood-head
+classes defined under ``vaelik.models``. Anything else is a
+:class:`~vaelik.checkpoint.CheckpointError`, and so is any interpolation (``${...}``): a stored
+config is resolved when it is written, and a resolver could read the environment or create
+folders.
 """
 
 from __future__ import annotations
@@ -46,6 +49,18 @@ def targets(node: Any, where: str) -> Iterator[tuple[str, Any]]:
             yield from targets(value, f"{where}[{index}]")
 
 
+def interpolations(node: Any, where: str) -> Iterator[tuple[str, str]]:
+    """Every ``(config path, text)`` below ``node`` whose text holds ``${``."""
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            yield from interpolations(value, f"{where}.{key}")
+    elif isinstance(node, (list, tuple)):
+        for index, value in enumerate(node):
+            yield from interpolations(value, f"{where}[{index}]")
+    elif isinstance(node, str) and "${" in node:
+        yield where, node
+
+
 def is_model_component(target: str) -> bool:
     """A class defined in a ``vaelik.models`` module that is a ``torch.nn.Module`` or a
     likelihood head. Only the
@@ -64,6 +79,12 @@ def is_model_component(target: str) -> bool:
 def check_trusted_config(config: Mapping[str, Any], path: object) -> None:
     """Raise ``CheckpointError`` if the stored config of the checkpoint at ``path`` names any
     ``_target_`` outside the allow-list (see the module's docstring)."""
+    for where, text in interpolations(config, "config"):
+        raise CheckpointError(
+            f"{path}: its stored config holds an interpolation at {where} ({text!r}); vaelik "
+            "stores resolved configs, so this checkpoint was altered. Use only checkpoints from "
+            "vaelik-train."
+        )
     for section in SECTIONS:
         for where, target in targets(config.get(section), section):
             if isinstance(target, str) and (target in DATA_CLASSES or is_model_component(target)):
