@@ -41,7 +41,7 @@ class ModelCheckpoint(LightningModelCheckpoint):
 
     def save_latest(self, trainer: pl.Trainer) -> None:
         """Write ``last.ckpt`` unless it already holds this step (or this is a sanity check)."""
-        if not self.save_last or trainer.sanity_checking or trainer.fast_dev_run:
+        if not self.save_last or trainer.sanity_checking or getattr(trainer, "fast_dev_run", False):
             return
         if self.step_in_last == trainer.global_step:
             return

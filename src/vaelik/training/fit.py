@@ -87,9 +87,10 @@ def warn_if_unbounded(trainer: pl.Trainer) -> None:
     ``trainer.max_epochs=-1`` with no ``max_steps`` and no ``max_time``."""
     if trainer.max_epochs != -1 or trainer.max_steps != -1:
         return
-    if any(isinstance(c, Timer) and getattr(c, "_duration", None) for c in trainer.callbacks):
+    callbacks = getattr(trainer, "callbacks", [])
+    if any(isinstance(c, Timer) and getattr(c, "_duration", None) for c in callbacks):
         return
-    stopper = any(isinstance(c, EarlyStopping) for c in trainer.callbacks)
+    stopper = any(isinstance(c, EarlyStopping) for c in callbacks)
     log.warning(
         "trainer.max_epochs=-1 with no trainer.max_steps or trainer.max_time: this run trains "
         "until %s. Set trainer.max_epochs=N or trainer.max_time=DD:HH:MM:SS to bound it.",

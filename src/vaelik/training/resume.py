@@ -80,7 +80,7 @@ def resumable(key: str) -> bool:
     return any(key == allowed or key.startswith(allowed + ".") for allowed in RESUMABLE_CHANGES)
 
 
-def check_same_run(saved: dict[str, Any], config: dict[str, Any], path: str) -> None:
+def check_same_run(saved: Any, config: Any, path: str) -> None:
     """Raise ``CheckpointError`` if ``config`` (the resumed run's, resolved) changes a setting of
     ``saved`` (the checkpoint's) that is not in ``RESUMABLE_CHANGES``. Settings that only one
     of them has (added or removed by another vaelik version) are not compared."""
@@ -105,7 +105,8 @@ def check_same_run(saved: dict[str, Any], config: dict[str, Any], path: str) -> 
 def random_states() -> dict[str, Any]:
     """The global random states (torch CPU and CUDA, numpy, Python), in types that load with
     ``torch.load(weights_only=True)``."""
-    kind, keys, position, has_gauss, cached = np.random.get_state()
+    kind, keys, position, has_gauss, cached = np.random.get_state(legacy=True)
+    keys = np.asarray(keys)
     version, internal, gauss_next = random.getstate()
     states: dict[str, Any] = {
         "torch": torch.get_rng_state(),
