@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import urllib.error
+import urllib.request
 
 import numpy as np
 import pytest
@@ -45,9 +46,19 @@ def test_a_damaged_idx_file_is_named_as_unreadable_not_missing(mnist_dir, damage
         MNIST(str(mnist_dir), download=False).load("test")
 
 
-def test_mnist_missing_offline_says_what_to_do(tmp_path):
-    with pytest.raises(DataNotFoundError, match="MNIST/raw"):
+def test_mnist_missing_offline_says_what_to_do(tmp_path, monkeypatch):
+    with pytest.raises(DataNotFoundError, match="MNIST/raw.*downloading is off") as off:
         MNIST(str(tmp_path), download=False).load("test")
+    assert "allow the download" in str(off.value)
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(DataNotFoundError, match="downloading it failed.*no network") as failed:
+        MNIST(str(tmp_path / "fresh"), download=True).load("test")
+    # it tried: no advice to allow what was allowed
+    assert "allow the download" not in str(failed.value) and "Copy the files" in str(failed.value)
 
 
 def test_amat_fast_and_general_parsers_agree(tmp_path):

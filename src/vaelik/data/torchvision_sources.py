@@ -42,7 +42,9 @@ class TorchvisionSource:
         try:
             dataset = cls(str(self.data_dir), download=self.download, **self._part(train))
         except (RuntimeError, OSError, AssertionError, ValueError) as error:
-            if "not found" not in str(error).lower() and not isinstance(error, OSError):
+            message = str(error).lower()
+            missing = "not found" in message or "download" in message
+            if not missing and not isinstance(error, OSError):
                 # the files are there but torchvision could not parse them
                 raise DataNotFoundError(
                     f"{self.dataset_class} files under {self.data_dir.resolve()} (expected "
@@ -50,11 +52,21 @@ class TorchvisionSource:
                     "truncated or not in the dataset's format. Replace it with the original, "
                     "or delete it so that it is downloaded again."
                 ) from error
+            where = f"{self.data_dir.resolve()} (expected {self.layout})"
+            if self.download:  # tried, and failed: most often, no network
+                happened = (
+                    f"{self.dataset_class} is not under {where} and downloading it failed "
+                    f"({' '.join(str(error).split())}); this machine may have no network"
+                )
+                fix = "Copy the files there from a machine that has them"
+            else:
+                happened = (
+                    f"{self.dataset_class} is not under {where} and downloading is off "
+                    "(data.source.download=false)"
+                )
+                fix = "Copy the files there, or allow the download on a machine with network"
             raise DataNotFoundError(
-                f"{self.dataset_class} was not found under {self.data_dir.resolve()} (expected "
-                f"{self.layout}) and could not be downloaded ({error}). Put the files there, or "
-                "set paths.data_dir to a folder that holds them, or allow the download with "
-                "data.source.download=true on a machine with network."
+                f"{happened}. {fix}, or set paths.data_dir to a folder that holds them."
             ) from error
         return to_nchw_uint8(dataset.data)
 

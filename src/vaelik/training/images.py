@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from torchvision.utils import make_grid, save_image
 
@@ -42,7 +43,7 @@ def log_figure_file(trainer: pl.Trainer, key: str, path: Path) -> None:
         if hasattr(logger, "log_image"):
             logger.log_image(key=key, images=[image], step=trainer.global_step)
         elif hasattr(getattr(logger, "experiment", None), "add_image"):
-            pixels = torch.from_numpy(__import__("numpy").asarray(image)).permute(2, 0, 1)
+            pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1)  # a writable copy
             logger.experiment.add_image(key, pixels, global_step=trainer.global_step)
 
 
