@@ -36,35 +36,21 @@ MODEL_PACKAGE = "vaelik.models."
 SECTIONS = ("data", "likelihood", "model")
 
 
-def targets(node: Any, where: str) -> Iterator[tuple[str, Any]]:
-    """Every ``(config path, _target_)`` below ``node``."""
+def nodes(node: Any, where: str) -> Iterator[tuple[str, Any]]:
+    """Every ``(config path, value)`` at or below ``node``, containers included (pre-order)."""
+    yield where, node
     if isinstance(node, Mapping):
         for key, value in node.items():
-            if key == "_target_":
-                yield where, value
-            else:
-                yield from targets(value, f"{where}.{key}")
+            yield from nodes(value, f"{where}.{key}")
     elif isinstance(node, (list, tuple)):
         for index, value in enumerate(node):
-            yield from targets(value, f"{where}[{index}]")
-
-
-def interpolations(node: Any, where: str) -> Iterator[tuple[str, str]]:
-    """Every ``(config path, text)`` below ``node`` whose text holds ``${``."""
-    if isinstance(node, Mapping):
-        for key, value in node.items():
-            yield from interpolations(value, f"{where}.{key}")
-    elif isinstance(node, (list, tuple)):
-        for index, value in enumerate(node):
-            yield from interpolations(value, f"{where}[{index}]")
-    elif isinstance(node, str) and "${" in node:
-        yield where, node
+            yield from nodes(value, f"{where}[{index}]")
 
 
 def is_model_component(target: str) -> bool:
     """A class defined in a ``vaelik.models`` module that is a ``torch.nn.Module`` or a
-    likelihood head. Only the
-    module named by the prefix is imported (importing vaelik modules has no side effect)."""
+    likelihood head. Only the module named by the prefix is imported (importing vaelik modules
+    has no side effect)."""
     module_name, _, class_name = target.rpartition(".")
     if not module_name.startswith(MODEL_PACKAGE) or not class_name.isidentifier():
         return False
@@ -79,18 +65,22 @@ def is_model_component(target: str) -> bool:
 def check_trusted_config(config: Mapping[str, Any], path: object) -> None:
     """Raise ``CheckpointError`` if the stored config of the checkpoint at ``path`` names any
     ``_target_`` outside the allow-list (see the module's docstring)."""
-    for where, text in interpolations(config, "config"):
+    for where, text in nodes(config, "config"):
+        if not (isinstance(text, str) and "${" in text):
+            continue
         raise CheckpointError(
             f"{path}: its stored config holds an interpolation at {where} ({text!r}); vaelik "
             "stores resolved configs, so this checkpoint was altered. Use only checkpoints from "
             "vaelik-train."
         )
     for section in SECTIONS:
-        for where, target in targets(config.get(section), section):
-            if isinstance(target, str) and (target in DATA_CLASSES or is_model_component(target)):
+        for where, target in nodes(config.get(section), section):
+            if not where.endswith("._target_") or (
+                isinstance(target, str) and (target in DATA_CLASSES or is_model_component(target))
+            ):
                 continue
             raise CheckpointError(
-                f"{path}: its stored config sets {where}._target_ to {target!r}, which is not "
+                f"{path}: its stored config sets {where} to {target!r}, which is not "
                 "one of vaelik's data sources or model components, so it is not built. A "
                 "checkpoint can run code through its config: use only checkpoints from "
                 "vaelik-train, or rebuild this model from a config you trust and load the "

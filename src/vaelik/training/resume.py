@@ -5,9 +5,10 @@ run computes:
 
 - **Random states.** The ELBO's draws and each epoch's shuffling come from the global torch
   generator (and numpy's and Python's, for anything that uses them). Their states are written
-  into every checkpoint (``RANDOM_STATES_KEY``) and restored when training starts, after
-  Lightning's sanity-check validation (which draws too), so a killed-and-resumed run continues
-  the uninterrupted run's streams.
+  into every checkpoint (``RANDOM_STATES_KEY``) and restored when the checkpoint is loaded and
+  again after Lightning's sanity-check validation (which draws too), before the training
+  iterator draws its seed, so a killed-and-resumed run continues the uninterrupted run's
+  streams.
 - **Settings.** Lightning restores the optimiser's learning rate from the checkpoint, so a new
   ``optim.optimizer.lr`` on resume was silently ignored. Every setting outside
   ``RESUMABLE_CHANGES`` (how long to train, what to log, where files are) must equal the
