@@ -14,6 +14,7 @@ from conftest import run_cli, run_cli_failing
 from models import tiny_bernoulli_vae
 from vaelik.checkpoint import TRAIN_SECONDS_KEY, read_checkpoint
 from vaelik.cli import evaluate, results, train
+from vaelik.evaluation import table
 from vaelik.evaluation.curves import last_value, read_curve, trend
 from vaelik.training.lit_module import VAELitModule
 
@@ -124,6 +125,29 @@ def test_a_missing_checkpoint_fails_before_any_evaluation(
     )
     assert "nope.ckpt does not exist" in output
     assert not (out / "results.csv").exists()
+
+
+def test_two_commands_writing_one_table_keep_each_others_rows(checkpoint, tmp_path, monkeypatch):
+    """A second vaelik-results that finishes while the first is measuring: both rows are kept."""
+    out = tmp_path / "table"
+    original_measure = table.measure
+
+    def measure_while_another_command_writes(name, path, cfg):
+        row = original_measure(name, path, cfg)
+        other = dict(row, model="written_meanwhile", log_px=-1.0)
+        table.add_row(other, out)  # what a concurrent command does before this one writes
+        return row
+
+    monkeypatch.setattr(table, "measure", measure_while_another_command_writes)
+    run_cli(
+        results.main,
+        [f"checkpoints={{mine:{checkpoint}}}", *MEASURE, f"hydra.run.dir={out}"],
+        monkeypatch,
+    )
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [r["model"] for r in rows] == ["written_meanwhile", "mine"]
+    assert float(rows[0]["log_px"]) == -1.0 and float(rows[1]["log_px"]) < 0
+    assert not list(out.glob("*.partial"))
 
 
 def write_metrics(path: Path, rows: list[dict[str, object]]) -> None:

@@ -9,17 +9,20 @@ it was measured, the published figure it reproduces when ``references`` names on
 end of its learning curve (``val/log_px`` and ``val/elbo`` per 10 epochs over the last 20 epochs,
 from the run's CSV logs, written whole as ``curves/<model>.csv``): the evidence for what more
 epochs would give. Written as ``results.csv`` and ``results.md``; rows already in the output
-folder's ``results.csv`` for other models are kept, so a table can grow one checkpoint at a time.
+folder's ``results.csv`` for other models are kept, so a table can grow one checkpoint at a time,
+and several ``vaelik-results`` commands may write to one folder at once: each row is merged into
+the table as it stands when the row is measured, under a lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -194,7 +197,7 @@ def write_table(rows: list[dict[str, Any]], output_dir: Path) -> None:
 
 def replace_text(path: Path, text: str) -> None:
     """Write ``path`` whole or not at all: an interrupted write leaves the earlier table."""
-    partial = path.with_name(path.name + ".partial")
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
     partial.write_text(text)
     os.replace(partial, path)
 
@@ -215,7 +218,32 @@ def results_table(cfg: DictConfig) -> list[dict[str, Any]]:
     output_dir = Path(cfg.paths.output_dir)
     rows = read_rows(output_dir / "results.csv")
     for name, path in pairs:
-        rows = merged(rows, [measure(name, path, cfg)])
-        write_table(rows, output_dir)  # what is measured is kept, row by row
+        rows = add_row(measure(name, path, cfg), output_dir)  # kept as soon as it is measured
     print((output_dir / "results.md").read_text())
     return rows
+
+
+def add_row(row: dict[str, Any], output_dir: Path) -> list[dict[str, Any]]:
+    """Merge ``row`` into the table in ``output_dir`` as it is now and rewrite it; return the
+    rows. Another command's rows written since this one started are kept."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(output_dir / ".results.lock"):
+        rows = merged(read_rows(output_dir / "results.csv"), [row])
+        write_table(rows, output_dir)
+    return rows
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``path`` (POSIX ``flock``; no lock elsewhere)."""
+    with open(path, "a") as handle:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no concurrent writers are supported there
+            yield
+            return
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
