@@ -58,6 +58,14 @@ def run_cli_failing(main, argv: list[str], monkeypatch, capsys) -> str:
     return captured.err + captured.out
 
 
+def user_error(output: str) -> str:
+    """The one line a command prints for a vaelik user error, with no traceback."""
+    assert "Traceback" not in output
+    lines = [line for line in output.splitlines() if ": error: " in line]
+    assert len(lines) == 1, output
+    return lines[0]
+
+
 def write_idx_images(path: Path, images: np.ndarray) -> None:
     """IDX3 ubyte file: magic 0x00000803, count, rows, cols (big-endian), then pixels."""
     n, rows, cols = images.shape

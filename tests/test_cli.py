@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,9 +16,11 @@ from pathlib import Path
 import lightning.pytorch
 import pytest
 import torch
+from hydra.errors import InstantiationException
 
-from conftest import run_cli, run_cli_failing
-from vaelik.cli import convergence, evaluate, train
+from conftest import run_cli, run_cli_failing, user_error
+from vaelik.cli import USER_ERROR_EXIT, convergence, evaluate, train
+from vaelik.errors import ConfigError
 from vaelik.training.fit import warn_if_unbounded
 
 FAST = [
@@ -43,14 +46,25 @@ def trained_run(tmp_path_factory) -> Path:
     command = [str(script)] if script.exists() else [sys.executable, "-m", "vaelik.cli.train"]
     env = {**os.environ, "WANDB_MODE": "offline"}
     result = subprocess.run(
-        [*command, *FAST, f"hydra.run.dir={run_dir}"],
+        [*command, *FAST, "trainer.enable_model_summary=true", f"hydra.run.dir={run_dir}"],
         capture_output=True,
         text=True,
         env=env,
         timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (run_dir.parent / "stdout.txt").write_text(result.stdout)
+    (run_dir.parent / "stderr.txt").write_text(result.stderr)
     return run_dir
+
+
+def test_train_prints_what_a_user_needs_and_nothing_else(trained_run):
+    out = (trained_run.parent / "stdout.txt").read_text()
+    printed = out + (trained_run.parent / "stderr.txt").read_text()
+    assert "model.decoder" in printed and "parameters (" in printed  # the model summary
+    assert out.rstrip().endswith(f"wrote results to {trained_run}")
+    for noise in ("Tip", "FLOPs", "v_num", "not writable", "Trainer already configured"):
+        assert noise not in printed, noise
 
 
 def test_train_writes_config_checkpoints_images_and_metrics(trained_run):
@@ -86,7 +100,7 @@ def test_checkpoint_carries_the_resolved_config(trained_run):
     assert config["decoder"]["out_shape"] == [1, 28, 28]
 
 
-def test_eval_from_checkpoint_writes_table_and_summary(trained_run, tmp_path, monkeypatch):
+def test_eval_from_checkpoint_writes_table_and_summary(trained_run, tmp_path, monkeypatch, capsys):
     out = tmp_path / "eval"
     run_cli(
         evaluate.main,
@@ -121,6 +135,12 @@ def test_eval_from_checkpoint_writes_table_and_summary(trained_run, tmp_path, mo
     log_px = torch.tensor([float(r["log_px"]) for r in rows], dtype=torch.float64)
     assert summary["log_px_mean"] == pytest.approx(log_px.mean().item(), rel=1e-9)
     assert summary["log_px_stderr"] == pytest.approx(log_px.std().item() / 5, rel=1e-9)
+    # printed for a person: rounded figures, a progress bar over the examples, where it wrote
+    printed = capsys.readouterr()
+    mean, stderr = round(summary["log_px_mean"], 2), round(summary["log_px_stderr"], 2)
+    assert f"log p(x) = {mean:.2f} +- {stderr:.2f} nats" in printed.out
+    assert "k-hat median" in printed.out and f"wrote results to {out}" in printed.out
+    assert "25/25 examples" in printed.err
 
 
 @pytest.mark.parametrize(
@@ -168,6 +188,23 @@ def test_unknown_choices_and_keys_fail_with_hydras_message(
     assert message in output
 
 
+def test_a_user_error_is_one_line_unless_the_traceback_is_asked_for(tmp_path, monkeypatch, capsys):
+    argv = ["debug=fast", "estimator.num_samples=0", f"hydra.run.dir={tmp_path}/run"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        run_cli(train.main, argv, monkeypatch)
+    assert stopped.value.code == USER_ERROR_EXIT == 2
+    printed = capsys.readouterr()
+    line = user_error(printed.err)
+    assert line == "vaelik: error: estimator.num_samples (K) must be an integer >= 1, got 0"
+    assert "HYDRA_FULL_ERROR=1" in printed.err and len(printed.err.splitlines()) <= 4
+    # HYDRA_FULL_ERROR=1: the exception itself, with its traceback, as for any other error
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(InstantiationException) as raised:
+        run_cli(train.main, argv, monkeypatch)
+    assert isinstance(raised.value.__cause__, ConfigError)
+
+
 def test_missing_data_offline_fails_with_the_fix(tmp_path, monkeypatch, capsys):
     output = run_cli_failing(
         train.main,
@@ -180,7 +217,7 @@ def test_missing_data_offline_fails_with_the_fix(tmp_path, monkeypatch, capsys):
         monkeypatch,
         capsys,
     )
-    assert "DataNotFoundError" in output and "set paths.data_dir to a folder holding" in output
+    assert "set paths.data_dir to a folder holding" in user_error(output)
 
 
 def test_bernoulli_head_on_8bit_data_fails_at_config_time(mnist_dir, tmp_path, monkeypatch, capsys):
@@ -195,7 +232,7 @@ def test_bernoulli_head_on_8bit_data_fails_at_config_time(mnist_dir, tmp_path, m
         monkeypatch,
         capsys,
     )
-    assert "IncompatibleDataError" in output and "data.binarize=dynamic" in output
+    assert "data.binarize=dynamic" in user_error(output)
     assert not (tmp_path / "run/checkpoints").exists()  # failed before any training
 
 
@@ -234,7 +271,7 @@ def test_loggers_write_their_runs(logger, tmp_path, monkeypatch):
     assert (run_dir / "checkpoints/last.ckpt").is_file()
 
 
-def test_convergence_table_and_plot(trained_run, tmp_path, monkeypatch):
+def test_convergence_table_and_plot(trained_run, tmp_path, monkeypatch, capsys):
     out = tmp_path / "conv"
     run_cli(
         convergence.main,
@@ -253,6 +290,12 @@ def test_convergence_table_and_plot(trained_run, tmp_path, monkeypatch):
     lines = {(r["estimator"], r["proposal"]) for r in rows}
     assert lines == {("importance", "encoder"), ("importance", "inflated"), ("prior", "prior")}
     assert len(rows) == 9 and (out / "convergence.png").stat().st_size > 10_000
+    printed = capsys.readouterr()
+    assert printed.out.count("k-hat = n/a (K < 25)") == 6  # K = 1 and 10, three lines
+    assert len(re.findall(r"K=    40 .* k-hat = \d\.\d\d\n", printed.out)) == 3
+    assert not re.search(r"\d\.\d{4,}", printed.out)  # no figure printed with 16 digits
+    assert printed.out.rstrip().endswith(f"wrote results to {out}")
+    assert printed.err.count("8/8 examples") == 3  # a progress bar per line
     # nested: the K = 10 row equals a separate evaluation with K = 10
     eval_dir = tmp_path / "eval"
     run_cli(

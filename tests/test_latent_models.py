@@ -20,11 +20,11 @@ from models import (
     quadrature_log_px,
     tiny_bernoulli_vae,
 )
+from vaelik.errors import UnsupportedCombinationError
 from vaelik.inference.estimators import ImportanceSampling
 from vaelik.inference.objectives import Elbo, Iwae
 from vaelik.inference.proposals import EncoderProposal, StudentTProposal
 from vaelik.inference.streams import keyed_draws, stream_key
-from vaelik.models.errors import UnsupportedCombinationError
 from vaelik.models.guides import DiagonalGaussianGuide, gaussian_log_prob
 from vaelik.models.hierarchical import ConditionalGaussian, TwoLayerGuide, TwoLayerPrior
 from vaelik.models.iaf import IAFGuide

@@ -9,15 +9,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from vaelik.errors import CheckpointError
+
 CONFIG_KEY = "vaelik_config"
 #: training wall-clock seconds so far (summed over resumed fits) and the training machine
 TRAIN_SECONDS_KEY = "vaelik_train_seconds"
 MACHINE_KEY = "vaelik_machine"
 MODEL_PREFIX = "model."
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, unreadable, or does not match the model it should restore."""
 
 
 @dataclass

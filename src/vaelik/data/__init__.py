@@ -3,8 +3,8 @@
 from vaelik.data.binarized_mnist import BinarizedMNIST
 from vaelik.data.datamodule import ImageDataModule
 from vaelik.data.embedded import EmbeddedMNIST, EmbeddedRGBPatches
-from vaelik.data.errors import DataNotFoundError
 from vaelik.data.torchvision_sources import CIFAR10, MNIST, SVHN, FashionMNIST
+from vaelik.errors import DataNotFoundError
 
 __all__ = [
     "CIFAR10",

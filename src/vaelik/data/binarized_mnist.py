@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vaelik.data.errors import DataNotFoundError
 from vaelik.data.source import DataKind, Split, check_split
+from vaelik.errors import ConfigError, DataNotFoundError
 
 BASE_URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist"
 FILE_NAMES: dict[Split, str] = {
@@ -48,13 +48,13 @@ def parse_amat(path: Path) -> np.ndarray:
     lines = [line.split() for line in path.read_text().splitlines() if line.strip()]
     bad = [i for i, line in enumerate(lines) if len(line) != NUM_PIXELS]
     if not lines or bad:
-        raise ValueError(
+        raise ConfigError(
             f"{path} is not a binarized MNIST .amat file: expected lines of {NUM_PIXELS} values, "
             f"line {bad[0] + 1 if bad else 1} differs. Delete it so that it is downloaded again."
         )
     values = np.asarray(lines, dtype=np.float64)
     if not np.isin(values, (0.0, 1.0)).all():
-        raise ValueError(f"{path} holds values other than 0 and 1: it is not binarized MNIST")
+        raise ConfigError(f"{path} holds values other than 0 and 1: it is not binarized MNIST")
     return values.astype(np.uint8)
 
 

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from vaelik.data.binarize import Binarize, ImageTensorDataset, check_binarize
 from vaelik.data.source import DataKind, ImageSource, Split, check_split
+from vaelik.errors import ConfigError
 
 
 class ImageDataModule(pl.LightningDataModule):
@@ -37,7 +38,7 @@ class ImageDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         if batch_size < 1:
-            raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
+            raise ConfigError(f"data.batch_size must be >= 1, got {batch_size}")
         self.source = source
         self.shape = tuple(int(s) for s in shape)
         self.binarize = check_binarize(binarize)
@@ -63,7 +64,7 @@ class ImageDataModule(pl.LightningDataModule):
         if split not in self._datasets:
             images = self.source.load(split)
             if tuple(images.shape[1:]) != self.shape:
-                raise ValueError(
+                raise ConfigError(
                     f"the {split} images have shape {tuple(images.shape[1:])} but data.shape is "
                     f"{list(self.shape)}: fix data.shape in the data config"
                 )

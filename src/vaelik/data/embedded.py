@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from vaelik.data.source import DataKind, Split, check_split
+from vaelik.errors import ConfigError
 
 
 class EmbeddedMNIST:
@@ -19,7 +20,7 @@ class EmbeddedMNIST:
 
     def __init__(self, val_size: int = 500, test_size: int = 500, seed: int = 0) -> None:
         if val_size < 1 or test_size < 1:
-            raise ValueError("EmbeddedMNIST needs val_size >= 1 and test_size >= 1")
+            raise ConfigError("EmbeddedMNIST needs val_size >= 1 and test_size >= 1")
         self.val_size = val_size
         self.test_size = test_size
         self.seed = seed
@@ -39,7 +40,7 @@ class EmbeddedMNIST:
         images = self._all_images()
         n_train = len(images) - self.val_size - self.test_size
         if n_train < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"EmbeddedMNIST has {len(images)} images: val_size + test_size must leave some "
                 "for training"
             )
@@ -90,7 +91,9 @@ class EmbeddedRGBPatches:
         patches = self._all_patches()
         n_train = len(patches) - self.val_size - self.test_size
         if n_train < 1:
-            raise ValueError(f"only {len(patches)} patches: lower val_size/test_size or the stride")
+            raise ConfigError(
+                f"only {len(patches)} patches: lower val_size/test_size or the stride"
+            )
         bounds = {"train": (0, n_train), "val": (n_train, n_train + self.val_size)}
         start, stop = bounds.get(check_split(split), (n_train + self.val_size, len(patches)))
         return patches[start:stop]

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vaelik.data.errors import DataNotFoundError
 from vaelik.data.source import DataKind, Split, check_split, split_off
+from vaelik.errors import DataNotFoundError
 
 
 class TorchvisionSource:

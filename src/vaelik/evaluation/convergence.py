@@ -22,11 +22,13 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Subset
 
 from vaelik.data.datamodule import example_count
-from vaelik.evaluation.distributed import gather_results, shard
+from vaelik.evaluation.distributed import gather_results, shard, world
 from vaelik.evaluation.results import PerExampleResults
 from vaelik.evaluation.runner import load_model, pick_device
+from vaelik.formatting import figure, khat_text, report_written
 from vaelik.inference.estimators import Estimate
 from vaelik.inference.log_weights import check_positive
+from vaelik.progress import example_progress
 
 
 def with_num_samples(estimator, num_samples: int):
@@ -47,27 +49,35 @@ def convergence_rows(
     batch_size: int,
     device,
     num_dims: int,
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
     """One summary row per K for one (estimator, proposal) pair on the examples ``indices``
-    (shared out among processes when distributed, and gathered before summarising)."""
+    (shared out among processes when distributed, and gathered before summarising), with a
+    progress bar over examples on the first process when ``progress``."""
     ks = sorted({check_positive("K", k) for k in ks})
     nested = getattr(estimator, "nested_in_k", False)
     parts: dict[int, list] = {k: [] for k in ks}
     seconds: dict[int, float] = dict.fromkeys(ks, 0.0)
     model.eval()
-    for x, index in DataLoader(Subset(dataset, shard(indices)), batch_size=batch_size):
-        x, index = x.to(device), torch.as_tensor(index)
-        if nested:
-            start = time.perf_counter()
-            log_w = with_num_samples(estimator, ks[-1]).log_weights(model, x, index, proposal)
-            seconds[ks[-1]] += time.perf_counter() - start
-            for k in ks:
-                parts[k].append((index, Estimate.from_log_weights(log_w[:k])))
-        else:
-            for k in ks:
+    local = shard(indices)
+    label = f"{estimator.name}, {estimator.proposal_for(proposal).name}, K up to {ks[-1]}"
+    with example_progress(len(local), label, progress and world()[0] == 0) as advance:
+        for x, index in DataLoader(Subset(dataset, local), batch_size=batch_size):
+            x, index = x.to(device), torch.as_tensor(index)
+            if nested:
                 start = time.perf_counter()
-                parts[k].append((index, with_num_samples(estimator, k)(model, x, index, proposal)))
-                seconds[k] += time.perf_counter() - start
+                log_w = with_num_samples(estimator, ks[-1]).log_weights(model, x, index, proposal)
+                seconds[ks[-1]] += time.perf_counter() - start
+                for k in ks:
+                    parts[k].append((index, Estimate.from_log_weights(log_w[:k])))
+            else:
+                for k in ks:
+                    start = time.perf_counter()
+                    parts[k].append(
+                        (index, with_num_samples(estimator, k)(model, x, index, proposal))
+                    )
+                    seconds[k] += time.perf_counter() - start
+            advance(len(index))
     rows = []
     for k in ks:
         summary = gather_results(PerExampleResults.concatenate(parts[k])).summary(num_dims)
@@ -172,6 +182,7 @@ def convergence(cfg: DictConfig) -> list[dict[str, Any]]:
             cfg.batch_size,
             device,
             datamodule.num_dims,
+            progress=True,
         )
     output_dir = Path(cfg.paths.output_dir)
     write_table(rows, output_dir)
@@ -179,7 +190,8 @@ def convergence(cfg: DictConfig) -> list[dict[str, Any]]:
     for row in rows:
         print(
             f"{row['estimator']:>10} {row['proposal']:>10} K={row['num_samples']:>6} "
-            f"log p(x) = {row['log_px_mean']:.3f} +- {row['log_px_stderr']:.3f}  "
-            f"ESS = {row['ess_mean']:.3f}  k-hat = {row['khat_mean']}"
+            f"log p(x) = {figure(row['log_px_mean'], 3)} +- {figure(row['log_px_stderr'], 3)}  "
+            f"ESS = {figure(row['ess_mean'], 1)}  k-hat = {khat_text(row['khat_mean'])}"
         )
+    report_written(output_dir)
     return rows

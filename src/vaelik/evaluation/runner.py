@@ -15,7 +15,6 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm.auto import tqdm
 
 from vaelik.checkpoint import VAECheckpoint, load_weights, read_checkpoint
 from vaelik.data import ImageDataModule
@@ -23,9 +22,11 @@ from vaelik.data.datamodule import example_count
 from vaelik.evaluation.distributed import gather_results, process_group, shard, world
 from vaelik.evaluation.results import PerExampleResults
 from vaelik.evaluation.trusted_config import check_trusted_config
+from vaelik.formatting import estimate_text, report_written
 from vaelik.inference.estimators import Estimate
 from vaelik.models.factory import build_model
 from vaelik.models.vae import VAE
+from vaelik.progress import example_progress
 
 
 def estimate_examples(
@@ -37,21 +38,21 @@ def estimate_examples(
     batch_size: int,
     device: torch.device | str = "cpu",
     progress: bool = False,
+    description: str = "log p(x)",
 ) -> PerExampleResults:
     """Apply ``estimator`` to the examples ``indices`` of ``dataset`` (items are ``(x, index)``),
-    with a progress bar over examples when ``progress``."""
+    with a progress bar over examples, labelled ``description``, when ``progress``."""
     was_training = model.training
     model.eval()
     parts: list[tuple[torch.Tensor, Estimate]] = []
     loader = DataLoader(Subset(dataset, list(indices)), batch_size=batch_size)
-    bar = tqdm(total=len(indices), unit="example", disable=not progress, dynamic_ncols=True)
     try:
-        for x, index in loader:
-            index = torch.as_tensor(index)
-            parts.append((index, estimator(model, x.to(device), index, proposal)))
-            bar.update(len(index))
+        with example_progress(len(indices), description, progress) as advance:
+            for x, index in loader:
+                index = torch.as_tensor(index)
+                parts.append((index, estimator(model, x.to(device), index, proposal)))
+                advance(len(index))
     finally:
-        bar.close()
         model.train(was_training)
     return PerExampleResults.concatenate(parts)
 
@@ -121,6 +122,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             cfg.batch_size,
             device,
             progress=rank == 0,
+            description=f"{estimator.name}, K={estimator.num_samples}",
         )
         results = gather_results(local)
         seconds = time.perf_counter() - start
@@ -138,6 +140,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "processes": size,
     }
     if rank == 0:
-        write_results(Path(cfg.paths.output_dir), results, summary)
-        print(json.dumps(summary, indent=2))
+        output_dir = Path(cfg.paths.output_dir)
+        write_results(output_dir, results, summary)
+        print(f"{cfg.split}: {estimate_text(summary)}, {seconds:.1f} s")
+        report_written(output_dir)
     return summary

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import math
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -33,6 +32,7 @@ from vaelik.checkpoint import describe_machine, read_checkpoint
 from vaelik.data.datamodule import example_count
 from vaelik.evaluation.curves import last_value, read_curve, trend, write_curve
 from vaelik.evaluation.runner import estimate_examples, model_from_checkpoint, pick_device
+from vaelik.formatting import figure, report_written, share_text
 from vaelik.inference.proposals import EncoderProposal
 from vaelik.metrics import mean_and_stderr
 
@@ -88,7 +88,9 @@ def measure(name: str, path: Path, cfg: DictConfig) -> dict[str, Any]:
     count = example_count(dataset, cfg.num_examples)
     start = time.perf_counter()
     results = estimate_examples(
-        model, dataset, importance, proposal, range(count), cfg.batch_size, device, progress=True
+        *(model, dataset, importance, proposal, range(count), cfg.batch_size, device),
+        progress=True,
+        description=f"{name}: IS, K={importance.num_samples}",
     )
     summary = results.summary(datamodule.num_dims)
     row: dict[str, Any] = {
@@ -105,7 +107,9 @@ def measure(name: str, path: Path, cfg: DictConfig) -> dict[str, Any]:
     row["ais_gap"] = row["ais_gap_stderr"] = None
     if ais_count:
         annealed = estimate_examples(
-            model, dataset, ais, proposal, range(ais_count), cfg.batch_size, device
+            *(model, dataset, ais, proposal, range(ais_count), cfg.batch_size, device),
+            progress=True,
+            description=f"{name}: AIS, {ais.num_samples} chains",
         )
         gap = annealed.log_px - results.log_px[:ais_count]  # both sorted by index 0..n-1
         row["ais_gap"], row["ais_gap_stderr"] = mean_and_stderr(gap)
@@ -171,19 +175,19 @@ def write_table(rows: list[dict[str, Any]], output_dir: Path) -> None:
         gap = (
             f"{row['ais_gap']:+.2f} +- {row['ais_gap_stderr']:.2f} ({row['ais_examples']})"
             if row["ais_gap"] is not None
-            else "-"
+            else "n/a"
         )
-        hours = f"{row['train_hours']:.2f} h" if row["train_hours"] is not None else "-"
+        hours = f"{row['train_hours']:.2f} h" if row["train_hours"] is not None else "n/a"
         curve_end = (
             f"{row['val_log_px_last']:.2f}, {row['val_log_px_trend']:+.2f}"
             if row["val_log_px_trend"] is not None
-            else "-"
+            else "n/a"
         )
         lines.append(
             f"| {row['model']} | {row['log_px']:.2f} +- {row['log_px_stderr']:.2f} "
-            f"| {number(row['reference'])} | {row['bpd']:.4f} "
-            f"| {percent(row['khat_share_above_0.7'])} | {gap} | {row['epochs']} | {curve_end} "
-            f"| {hours}, {row['train_machine'] or '-'} |"
+            f"| {figure(row['reference'])} | {row['bpd']:.4f} "
+            f"| {share_text(row['khat_share_above_0.7'])} | {gap} | {row['epochs']} | {curve_end} "
+            f"| {hours}, {row['train_machine'] or 'n/a'} |"
         )
     lines.append("")
     for samples, examples, machine in dict.fromkeys(
@@ -202,14 +206,6 @@ def replace_text(path: Path, text: str) -> None:
     os.replace(partial, path)
 
 
-def number(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
-def percent(share: float | None) -> str:
-    return "-" if share is None or math.isnan(share) else f"{100 * share:.1f}%"
-
-
 def results_table(cfg: DictConfig) -> list[dict[str, Any]]:
     """Measure every checkpoint of ``cfg.checkpoints``; write and return the table's rows."""
     pairs = named_checkpoints(cfg.checkpoints)
@@ -220,6 +216,7 @@ def results_table(cfg: DictConfig) -> list[dict[str, Any]]:
     for name, path in pairs:
         rows = add_row(measure(name, path, cfg), output_dir)  # kept as soon as it is measured
     print((output_dir / "results.md").read_text())
+    report_written(output_dir)
     return rows
 
 

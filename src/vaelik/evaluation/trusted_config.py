@@ -23,7 +23,7 @@ from typing import Any
 from torch import nn
 
 import vaelik.data
-from vaelik.checkpoint import CheckpointError
+from vaelik.errors import CheckpointError
 from vaelik.models.likelihoods.base import LikelihoodHead
 
 DATA_CLASSES = frozenset(

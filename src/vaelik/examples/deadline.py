@@ -26,6 +26,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from vaelik.errors import ConfigError
+from vaelik.formatting import report_written
 from vaelik.inference.diagnostics import log_mean_exp, log_weight_standard_error, normalized_ess
 
 MEANS = (4.0, 4.0, 2.0, 5.0, 2.0, 3.0, 2.0, 3.0, 2.0, 2.0)
@@ -81,7 +83,7 @@ class ScaledExponentials:
 
     def __init__(self, name: str, factors: list[float]) -> None:
         if len(factors) != 10 or any(f <= 0 for f in factors):
-            raise ValueError(f"proposal {name}: need 10 factors > 0, got {factors}")
+            raise ConfigError(f"proposal {name}: need 10 factors > 0, got {factors}")
         self.name = name
         self.means = torch.tensor(MEANS, dtype=torch.float64) * torch.tensor(
             factors, dtype=torch.float64
@@ -117,7 +119,7 @@ def critical_path(factor: float = 4.0) -> ScaledExponentials:
 
 def check_factor(factor: float) -> None:
     if not factor > 0:
-        raise ValueError(f"proposal.factor must be > 0, got {factor}")
+        raise ConfigError(f"proposal.factor must be > 0, got {factor}")
 
 
 def tilt(means: list[float], target: float) -> tuple[float, list[float]]:
@@ -146,9 +148,9 @@ class PathMixture:
 
     def __init__(self, target: float = 70.0, defensive: float = 0.01) -> None:
         if not target > 0:
-            raise ValueError(f"proposal.target must be > 0, got {target}")
+            raise ConfigError(f"proposal.target must be > 0, got {target}")
         if not 0 <= defensive < 1:
-            raise ValueError(f"proposal.defensive must be in [0, 1), got {defensive}")
+            raise ConfigError(f"proposal.defensive must be in [0, 1), got {defensive}")
         self.name = "path_mixture"
         components, bounds = [], []
         for path in paths():
@@ -195,7 +197,7 @@ def log_weights(proposal, n: int, threshold: float, seed: int, chunk: int = 1_00
     """Importance log-weights ``[n]`` of the indicator (float64; -inf where D < t) and of the
     plain likelihood ratio, and the completion times, drawn in chunks of ``chunk``."""
     if n < 1:
-        raise ValueError(f"num_samples must be >= 1, got {n}")
+        raise ConfigError(f"num_samples must be >= 1, got {n}")
     generator = torch.Generator().manual_seed(seed)
     nominal = torch.tensor(MEANS, dtype=torch.float64)
     ratio, times = [], []
@@ -212,7 +214,7 @@ def estimate(proposal, n: int, threshold: float, seed: int) -> DeadlineEstimate:
     """mu_hat = mean(1{D >= t} w) with the shared reductions; relative efficiency is plain Monte
     Carlo's variance mu (1 - mu) / n over this estimator's squared standard error."""
     if threshold < 0:
-        raise ValueError(f"threshold must be >= 0 days, got {threshold}")
+        raise ConfigError(f"threshold must be >= 0 days, got {threshold}")
     start = time.perf_counter()
     log_w, log_ratio, completion = log_weights(proposal, n, threshold, seed)
     probability = float(torch.exp(log_mean_exp(log_w)))
@@ -307,6 +309,7 @@ def deadline(cfg: DictConfig) -> dict[str, Any]:
         )
         summary["curves"] = curves
     (output / "summary.json").write_text(json.dumps(summary, indent=2))
+    report_written(output)
     return summary
 
 

@@ -16,6 +16,7 @@ import math
 
 import torch
 
+from vaelik.errors import ConfigError
 from vaelik.inference.estimators import LogWeightEstimator
 from vaelik.inference.log_weights import BatchChunk, batch_chunks, check_finite, check_positive
 from vaelik.inference.proposals import Proposal
@@ -31,7 +32,7 @@ def annealing_schedule(
     """beta_0 = 0 < ... < beta_T = 1: linear, or the sigmoid schedule of Grosse et al. (2015),
     which spends more steps near beta = 0 and 1 where the intermediate densities change fastest."""
     if kind not in SCHEDULES:
-        raise ValueError(f"unknown schedule {kind!r}: choose one of {', '.join(SCHEDULES)}")
+        raise ConfigError(f"unknown schedule {kind!r}: choose one of {', '.join(SCHEDULES)}")
     t = torch.linspace(0.0, 1.0, num_steps + 1, dtype=torch.float64)
     if kind == "linear":
         return t.tolist()
@@ -72,9 +73,9 @@ class AnnealedImportanceSampling(LogWeightEstimator):
         self.num_steps = check_positive("estimator.num_steps", num_steps)
         self.leapfrog_steps = check_positive("estimator.leapfrog_steps", leapfrog_steps)
         if not step_size > 0:
-            raise ValueError(f"estimator.step_size must be > 0, got {step_size}")
+            raise ConfigError(f"estimator.step_size must be > 0, got {step_size}")
         if not 0 < target_accept < 1:
-            raise ValueError(f"estimator.target_accept must be in (0, 1), got {target_accept}")
+            raise ConfigError(f"estimator.target_accept must be in (0, 1), got {target_accept}")
         self.betas = annealing_schedule(self.num_steps, schedule)
         self.step_size = float(step_size)
         self.target_accept = float(target_accept)

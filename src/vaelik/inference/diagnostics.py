@@ -28,6 +28,10 @@ def log_weight_variance(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
     return log_w.var(dim=dim)
 
 
+#: the fewest samples whose Pareto tail is long enough (5) for a k-hat
+KHAT_MIN_SAMPLES = 25
+
+
 def pareto_tail_size(num_samples: int) -> int:
     """M = min(K / 5, 3 sqrt(K)) largest weights used for the Pareto fit (Vehtari et al. 2024)."""
     return int(min(0.2 * num_samples, 3 * math.sqrt(num_samples)))

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from vaelik.errors import ConfigError
 from vaelik.inference.proposals import Proposal
 from vaelik.inference.streams import keyed_draws, stream_key
 from vaelik.models.guides import Posterior
@@ -28,7 +29,7 @@ from vaelik.models.vae import VAE
 def check_positive(name: str, value: int) -> int:
     """Return ``value`` if it is an integer >= 1, else raise a ValueError naming ``name``."""
     if int(value) != value or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value}")
+        raise ConfigError(f"{name} must be an integer >= 1, got {value}")
     return int(value)
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from vaelik.errors import ConfigError
 from vaelik.inference.diagnostics import log_mean_exp
 from vaelik.inference.log_weights import LogWeightTerms, check_positive, draw_log_weights
 from vaelik.inference.proposals import EncoderProposal
@@ -68,11 +69,11 @@ class Objective:
             num_samples = self.default_num_samples
         self.num_samples = check_positive("objective.num_samples", num_samples)
         if not beta >= 0:
-            raise ValueError(f"objective.beta must be >= 0, got {beta}")
+            raise ConfigError(f"objective.beta must be >= 0, got {beta}")
         if not kl_warmup_epochs >= 0:
-            raise ValueError(f"objective.kl_warmup_epochs must be >= 0, got {kl_warmup_epochs}")
+            raise ConfigError(f"objective.kl_warmup_epochs must be >= 0, got {kl_warmup_epochs}")
         if not free_bits >= 0:
-            raise ValueError(f"objective.free_bits must be >= 0 nats, got {free_bits}")
+            raise ConfigError(f"objective.free_bits must be >= 0 nats, got {free_bits}")
         self.beta = float(beta)
         self.kl_warmup_epochs = float(kl_warmup_epochs)
         self.free_bits = float(free_bits)
@@ -128,7 +129,7 @@ class Iwae(Objective):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if self.free_bits > 0:
-            raise ValueError(
+            raise ConfigError(
                 "objective.free_bits is defined for objective=elbo only: the IWAE bound has no "
                 "separate KL term to clamp"
             )

@@ -16,7 +16,7 @@ import math
 import torch
 from torch.distributions import Independent, StudentT
 
-from vaelik.models.errors import UnsupportedCombinationError
+from vaelik.errors import ConfigError, UnsupportedCombinationError
 from vaelik.models.guides import Posterior, gaussian_log_prob
 from vaelik.models.vae import VAE
 
@@ -123,7 +123,7 @@ class StudentTProposal(BaseReplacement):
 
     def __init__(self, df: float = 5.0) -> None:
         if not df > 0:
-            raise ValueError(f"proposal.df (degrees of freedom) must be > 0, got {df}")
+            raise ConfigError(f"proposal.df (degrees of freedom) must be > 0, got {df}")
         self.df = float(df)
 
     def noise_dims(self, model, posterior):
@@ -156,7 +156,7 @@ class InflatedProposal(BaseReplacement):
 
     def __init__(self, scale: float = 1.5) -> None:
         if not scale > 0:
-            raise ValueError(f"proposal.scale (the factor c) must be > 0, got {scale}")
+            raise ConfigError(f"proposal.scale (the factor c) must be > 0, got {scale}")
         self.scale = float(scale)
 
     def base_draw(self, posterior, noise):
@@ -178,7 +178,7 @@ class DefensiveProposal(Proposal):
 
     def __init__(self, alpha: float = 0.1) -> None:
         if not 0 <= alpha <= 1:
-            raise ValueError(f"proposal.alpha must be in [0, 1], got {alpha}")
+            raise ConfigError(f"proposal.alpha must be in [0, 1], got {alpha}")
         self.alpha = float(alpha)
 
     def noise_dims(self, model, posterior):

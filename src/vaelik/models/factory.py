@@ -7,7 +7,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from vaelik.data.source import DataKind
-from vaelik.models.errors import UnsupportedCombinationError
+from vaelik.errors import UnsupportedCombinationError
 from vaelik.models.vae import VAE
 
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Distribution, Independent, Normal
 
-from vaelik.models.errors import UnsupportedCombinationError
+from vaelik.errors import ConfigError, UnsupportedCombinationError
 
 BaseLogProb = Callable[[torch.Tensor], torch.Tensor]
 
@@ -41,21 +41,21 @@ def positive_scale(raw: torch.Tensor, log_scale_bound: float | None, min_scale: 
 
 def check_scale_options(log_scale_bound: float | None, min_scale: float) -> None:
     if log_scale_bound is not None and log_scale_bound <= 0:
-        raise ValueError(f"log_scale_bound must be > 0 or null, got {log_scale_bound}")
+        raise ConfigError(f"log_scale_bound must be > 0 or null, got {log_scale_bound}")
     if min_scale < 0:
-        raise ValueError(f"min_scale must be >= 0, got {min_scale}")
+        raise ConfigError(f"min_scale must be >= 0, got {min_scale}")
 
 
 def check_latent_dim(latent_dim: int) -> int:
     if int(latent_dim) != latent_dim or latent_dim < 1:
-        raise ValueError(f"latent_dim must be an integer >= 1, got {latent_dim}")
+        raise ConfigError(f"latent_dim must be an integer >= 1, got {latent_dim}")
     return int(latent_dim)
 
 
 def check_encoder_features(name: str, given: int | None, needed: int) -> None:
     """The encoder's output width (``encoder_features``, from the config) must be ``needed``."""
     if given is not None and int(given) != needed:
-        raise ValueError(
+        raise ConfigError(
             f"posterior={name} needs {needed} encoder outputs, the config gives "
             f"encoder_features={given}: set encoder.out_features=${{posterior.encoder_features}}"
         )
@@ -190,7 +190,7 @@ class DiagonalGaussianGuide(Guide):
     def gaussian(self, params: torch.Tensor) -> DiagonalGaussianPosterior:
         """Encoder outputs ``[B, 2L]`` -> N(mu, diag sigma^2)."""
         if params.shape[-1] != 2 * self.latent_dim:
-            raise ValueError(
+            raise ConfigError(
                 f"the encoder gives {params.shape[-1]} outputs, the posterior needs "
                 f"2 * latent_dim = {2 * self.latent_dim}: set encoder.out_features to "
                 "2 * latent_dim"

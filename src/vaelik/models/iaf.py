@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from vaelik.models.errors import UnsupportedCombinationError
+from vaelik.errors import ConfigError, UnsupportedCombinationError
 from vaelik.models.guides import (
     Guide,
     Posterior,
@@ -58,7 +58,7 @@ class MADE(nn.Module):
     ) -> None:
         super().__init__()
         if not hidden:
-            raise ValueError("posterior.hidden needs at least one hidden layer for IAF steps")
+            raise ConfigError("posterior.hidden needs at least one hidden layer for IAF steps")
         degrees = [torch.arange(1, latent_dim + 1)]
         for width in hidden:  # hidden degrees cycle over 1..L-1 (a unit of degree d sees z_<=d)
             degrees.append(torch.arange(width) % max(1, latent_dim - 1) + 1)
@@ -152,11 +152,11 @@ class IAFGuide(Guide):
         check_scale_options(log_scale_bound, min_scale)
         check_activation(activation)
         if int(num_steps) != num_steps or num_steps < 0:
-            raise ValueError(f"posterior.num_steps must be an integer >= 0, got {num_steps}")
+            raise ConfigError(f"posterior.num_steps must be an integer >= 0, got {num_steps}")
         if context_features < 0:
-            raise ValueError(f"posterior.context_features must be >= 0, got {context_features}")
+            raise ConfigError(f"posterior.context_features must be >= 0, got {context_features}")
         if not step_log_scale_bound > 0:
-            raise ValueError(
+            raise ConfigError(
                 f"posterior.step_log_scale_bound must be > 0, got {step_log_scale_bound}"
             )
         check_encoder_features(self.name, encoder_features, 2 * self.latent_dim + context_features)
@@ -173,7 +173,7 @@ class IAFGuide(Guide):
         params = self.encoder(x)
         expected = 2 * self.latent_dim + self.context_features
         if params.shape[-1] != expected:
-            raise ValueError(
+            raise ConfigError(
                 f"the encoder gives {params.shape[-1]} outputs, posterior=iaf needs "
                 f"2 * latent_dim + context_features = {expected}"
             )

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from vaelik.errors import ConfigError
+
 ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
 
 
@@ -22,7 +24,7 @@ def check_activation(activation: str, gated_allowed: bool = False) -> str:
     a ValueError listing the choices."""
     choices = [*ACTIVATIONS, GATED] if gated_allowed else list(ACTIVATIONS)
     if activation not in choices:
-        raise ValueError(f"unknown activation {activation!r}: choose one of {', '.join(choices)}")
+        raise ConfigError(f"unknown activation {activation!r}: choose one of {', '.join(choices)}")
     return activation
 
 
@@ -101,7 +103,7 @@ def downsampled(shape: Sequence[int], times: int) -> tuple[int, int]:
     height, width = int(shape[-2]), int(shape[-1])
     factor = 2**times
     if height % factor or width % factor:
-        raise ValueError(
+        raise ConfigError(
             f"images of {height}x{width} cannot be halved {times} times: use fewer channel "
             f"stages (encoder/decoder.channels) or an image size divisible by {factor}"
         )

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, Independent, Normal
 
-from vaelik.models.errors import UnsupportedCombinationError
+from vaelik.errors import ConfigError, UnsupportedCombinationError
 from vaelik.models.guides import Guide, check_latent_dim
 
 
@@ -105,7 +105,7 @@ class MixturePrior(Prior):
         super().__init__()
         self.latent_dim = check_latent_dim(latent_dim)
         if int(components) != components or components < 1:
-            raise ValueError(f"prior.components must be an integer >= 1, got {components}")
+            raise ConfigError(f"prior.components must be an integer >= 1, got {components}")
         self.noise_dims = self.latent_dim + 1
         self.means = nn.Parameter(torch.randn(int(components), self.latent_dim))
         self.log_scales = nn.Parameter(torch.zeros(int(components), self.latent_dim))
@@ -139,7 +139,7 @@ class VampPrior(MixturePrior):
         nn.Module.__init__(self)
         self.latent_dim = check_latent_dim(latent_dim)
         if int(num_pseudo_inputs) != num_pseudo_inputs or num_pseudo_inputs < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"prior.num_pseudo_inputs must be an integer >= 1, got {num_pseudo_inputs}"
             )
         self.noise_dims = self.latent_dim + 1
@@ -167,7 +167,7 @@ class VampPrior(MixturePrior):
         inputs = torch.nn.functional.hardtanh(self.pseudo_inputs, 0.0, 1.0)
         top = self._guide.top_gaussian(inputs)
         if top.loc.shape[-1] != self.latent_dim:
-            raise ValueError(
+            raise ConfigError(
                 f"prior.latent_dim={self.latent_dim} but the guide's top layer has "
                 f"{top.loc.shape[-1]} dimensions"
             )

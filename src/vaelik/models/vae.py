@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, kl_divergence
 
+from vaelik.errors import ConfigError
 from vaelik.models.guides import Guide, Posterior
 from vaelik.models.priors import Prior
 
@@ -37,7 +38,7 @@ class VAE(nn.Module):
     ) -> None:
         super().__init__()
         if prior.latent_dim != guide.latent_dim:
-            raise ValueError(
+            raise ConfigError(
                 f"the prior is over {prior.latent_dim} dimensions but the guide draws "
                 f"{guide.latent_dim}: both must use latent_dim"
             )

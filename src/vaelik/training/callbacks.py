@@ -9,6 +9,7 @@ import lightning.pytorch as pl
 import torch
 
 from vaelik.data.datamodule import example_count
+from vaelik.errors import ConfigError
 from vaelik.evaluation.convergence import convergence_rows, plot_convergence
 from vaelik.evaluation.distributed import gather_results, shard
 from vaelik.evaluation.runner import estimate_examples
@@ -62,9 +63,9 @@ class LogLikelihoodCallback(pl.Callback):
         output_dir: str | None = None,
     ) -> None:
         if every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
+            raise ConfigError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
         if num_examples is not None and num_examples < 1:
-            raise ValueError(f"num_examples must be >= 1 or null, got {num_examples}")
+            raise ConfigError(f"num_examples must be >= 1 or null, got {num_examples}")
         if num_samples is not None:
             estimator = copy.copy(estimator)
             estimator.num_samples = check_positive("num_samples (K)", num_samples)

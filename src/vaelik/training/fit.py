@@ -19,7 +19,9 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Timer
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vaelik.checkpoint import load_weights, read_checkpoint
+from vaelik.formatting import report_written
 from vaelik.models.factory import build_model
+from vaelik.training.console import console_callbacks, quiet_lightning_tips
 from vaelik.training.lit_module import VAELitModule
 from vaelik.training.resume import check_same_run, resume_checkpoint
 
@@ -37,6 +39,7 @@ def train(cfg: DictConfig) -> float | None:
     name_run_from_hydra(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
 
+    quiet_lightning_tips()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
     model = build_model(cfg, datamodule.kind)
@@ -47,7 +50,7 @@ def train(cfg: DictConfig) -> float | None:
         saved = read_checkpoint(resume)
         check_same_run(saved.config, resolved, resume)
         load_weights(model, saved)
-    callbacks = build_all(cfg.get("callbacks"))
+    callbacks = build_all(cfg.get("callbacks")) + console_callbacks(cfg.trainer)
     for callback in callbacks:
         if isinstance(callback, ModelCheckpoint) and callback.dirpath is not None:
             ensure_writable_folder(Path(callback.dirpath))
@@ -78,6 +81,7 @@ def train(cfg: DictConfig) -> float | None:
     final.update(compare_with_uniform(final, datamodule.kind))
     if trainer.is_global_zero:
         (output_dir / "metrics.json").write_text(json.dumps(final, indent=2, sort_keys=True))
+        report_written(output_dir)
     metric = cfg.get("optimized_metric")
     return final.get(metric) if metric else None
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vaelik.checkpoint import CheckpointError
+from vaelik.errors import CheckpointError
 
 RANDOM_STATES_KEY = "vaelik_random_states"
 

@@ -13,15 +13,13 @@ from collections.abc import Sequence
 import torch
 from torch.distributions import Distribution
 
+from vaelik.errors import ConfigError, IncompatibleDataError
+
 IMAGE_DIMS = 3
 
 
 EIGHT_BIT = ("8bit",)
 EIGHT_BIT_REMEDY = "use likelihood=bernoulli for binary data, or a density for continuous data"
-
-
-class IncompatibleDataError(ValueError):
-    """A likelihood head was paired with data it cannot model."""
 
 
 class LikelihoodHead:
@@ -40,7 +38,7 @@ class LikelihoodHead:
     def __init__(self, data_channels: int, param_channels: int | None = None) -> None:
         expected = self.expected_param_channels(data_channels)
         if param_channels is not None and param_channels != expected:
-            raise ValueError(
+            raise ConfigError(
                 f"likelihood={self.name} needs {expected} decoder channels "
                 f"for {data_channels} data channels, the config gives {param_channels}"
             )

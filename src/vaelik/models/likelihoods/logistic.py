@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Distribution, constraints
 
+from vaelik.errors import ConfigError
 from vaelik.models.likelihoods.base import EIGHT_BIT, EIGHT_BIT_REMEDY, IMAGE_DIMS, LikelihoodHead
 
 HALF_BIN = 1.0 / 255.0
@@ -115,7 +116,7 @@ class LogisticHead(LikelihoodHead):
     ) -> None:
         super().__init__(data_channels, param_channels)
         if log_scale_min >= 0:
-            raise ValueError(f"log_scale_min must be < 0, got {log_scale_min}")
+            raise ConfigError(f"log_scale_min must be < 0, got {log_scale_min}")
         self.log_scale_min = log_scale_min
         self.bounded = bounded
 
@@ -239,7 +240,7 @@ class DiscretizedLogisticMixtureHead(LogisticHead):
         bounded: bool = False,
     ) -> None:
         if num_components < 1:
-            raise ValueError(f"num_components must be >= 1, got {num_components}")
+            raise ConfigError(f"num_components must be >= 1, got {num_components}")
         self.num_components = num_components
         super().__init__(data_channels, param_channels, log_scale_min, bounded)
 
