@@ -1,7 +1,9 @@
 """Where the Hydra config tree lives and the OmegaConf resolvers it uses.
 
 The config tree is the top-level ``conf/`` folder of the repository (the only place defaults
-live). ``VAELIK_CONFIG_DIR`` points elsewhere, for an installed copy or a private config tree.
+live). A wheel carries a copy of it inside the package (``vaelik/conf``, put there by
+``setup.py``), so an installed vaelik finds its configs from any directory. ``VAELIK_CONFIG_DIR``
+points elsewhere: a private config tree, or an edited copy of the packaged one.
 """
 
 from __future__ import annotations
@@ -14,20 +16,30 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-_REPO_CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
+from vaelik.errors import ConfigError
+
+PACKAGED_CONFIG_DIR = Path(__file__).resolve().parent / "conf"  # in an installed wheel
+CHECKOUT_CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"  # editable install, checkout
 
 
 def config_dir() -> str:
-    """Absolute path of the config tree: ``$VAELIK_CONFIG_DIR`` or the repository's ``conf/``.
-    Registers the ``vaelik.*`` resolvers the tree uses, so that it can be composed."""
+    """Absolute path of the config tree: ``$VAELIK_CONFIG_DIR``, else the installed package's
+    copy, else the checkout's ``conf/``. Registers the ``vaelik.*`` resolvers the tree uses, so
+    that it can be composed."""
     register_resolvers()
     override = os.environ.get("VAELIK_CONFIG_DIR")
-    path = Path(override).resolve() if override else _REPO_CONFIG_DIR
+    if override:
+        path = Path(override).resolve()
+    elif (PACKAGED_CONFIG_DIR / "train.yaml").is_file():
+        path = PACKAGED_CONFIG_DIR
+    else:
+        path = CHECKOUT_CONFIG_DIR
     if not (path / "train.yaml").is_file():
-        raise FileNotFoundError(
-            f"vaelik's config tree was not found at {path} (no train.yaml there). Install vaelik "
-            "from a checkout with `pip install -e .`, or set VAELIK_CONFIG_DIR to a folder holding "
-            "train.yaml and eval.yaml."
+        where = "VAELIK_CONFIG_DIR" if override else "the installed package"
+        raise ConfigError(
+            f"vaelik's config tree was not found at {path} (no train.yaml there, set by {where}). "
+            "Point VAELIK_CONFIG_DIR at a folder holding train.yaml and eval.yaml, or reinstall "
+            "vaelik (`pip install .` ships the tree inside the package)."
         )
     return str(path)
 
