@@ -15,6 +15,7 @@ from conftest import write_amat
 from vaelik.data import MNIST, BinarizedMNIST, DataNotFoundError, EmbeddedMNIST, ImageDataModule
 from vaelik.data import binarized_mnist as bm
 from vaelik.data.binarize import ImageTensorDataset
+from vaelik.data.datamodule import evenly_spaced, example_indices
 
 
 def test_mnist_reads_idx_files_and_holds_out_validation(mnist_dir):
@@ -174,3 +175,19 @@ def test_datamodule_kind_and_shape_check(binarized_mnist_dir):
     )
     with pytest.raises(ValueError, match="data.shape"):
         bad.dataset("train")
+
+
+@pytest.mark.parametrize(
+    ("total", "limit", "expected"),
+    [
+        (10, None, list(range(10))),
+        (10, 20, list(range(10))),
+        (10, 5, [0, 2, 4, 6, 8]),
+        (10, 3, [0, 3, 6]),
+        (10_000, 4, [0, 2_500, 5_000, 7_500]),
+    ],
+)
+def test_a_limited_number_of_examples_is_spread_over_the_split(total, limit, expected):
+    dataset = torch.utils.data.TensorDataset(torch.zeros(total))
+    assert example_indices(dataset, limit) == expected
+    assert evenly_spaced([5, 7, 9, 11], 2) == [5, 9]  # a subset of a subset

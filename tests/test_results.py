@@ -150,6 +150,44 @@ def test_two_commands_writing_one_table_keep_each_others_rows(checkpoint, tmp_pa
     assert not list(out.glob("*.partial"))
 
 
+def test_the_ais_gap_is_measured_again_without_redoing_importance_sampling(
+    checkpoint, tmp_path, monkeypatch
+):
+    """reuse_importance keeps the IS columns of the earlier row and measures the AIS gap alone;
+    per-example streams make it the gap a whole new measurement gives."""
+    whole, again = tmp_path / "whole", tmp_path / "again"
+    first = [*MEASURE, "ais_examples=3"]
+    for folder in (whole, again):
+        run_cli(
+            results.main,
+            [f"checkpoints={{m:{checkpoint}}}", *first, f"hydra.run.dir={folder}"],
+            monkeypatch,
+        )
+    measured_is = []
+    original = table.estimate_examples
+
+    def counting(*args, **kwargs):
+        measured_is.append(len(args[4]))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(table, "estimate_examples", counting)
+    more_ais = [*MEASURE, "ais_examples=5", "ais.num_steps=4"]
+    for folder, reuse in ((whole, "false"), (again, "true")):
+        where = [f"hydra.run.dir={folder}"]
+        run_cli(
+            results.main,
+            [f"checkpoints={{m:{checkpoint}}}", *more_ais, f"reuse_importance={reuse}", *where],
+            monkeypatch,
+        )
+    assert measured_is == [10, 5, 5, 5]  # IS on all 10 examples, then only on the AIS subset
+    (redone,), (reused,) = (
+        list(csv.DictReader((f / "results.csv").open())) for f in (whole, again)
+    )
+    for column in ("log_px", "log_px_stderr", "bpd", "ais_gap", "ais_gap_stderr"):
+        assert float(reused[column]) == pytest.approx(float(redone[column]), rel=1e-9), column
+    assert reused["ais_examples"] == "5"
+
+
 def write_metrics(path: Path, rows: list[dict[str, object]]) -> None:
     path.parent.mkdir(parents=True)
     with open(path, "w", newline="") as handle:

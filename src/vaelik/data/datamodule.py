@@ -104,8 +104,19 @@ class ImageDataModule(pl.LightningDataModule):
         return self.loader("test")
 
 
-def example_count(dataset: torch.utils.data.Dataset, limit: int | None) -> int:
-    """How many of the first examples of ``dataset`` to use: all when ``limit`` is None, else
-    at most ``limit``."""
-    total = len(dataset)  # type: ignore[arg-type]
-    return total if limit is None else min(int(limit), total)
+def example_indices(dataset: torch.utils.data.Dataset, limit: int | None) -> list[int]:
+    """The examples of ``dataset`` to use: all when ``limit`` is None, else ``limit`` of them
+    spread evenly over it (see :func:`evenly_spaced`), never just the first ones: some files
+    are sorted by class (the binarized MNIST test file holds its 0s first, then its 1s, ...),
+    and their first examples would be one digit."""
+    return evenly_spaced(range(len(dataset)), limit)  # type: ignore[arg-type]
+
+
+def evenly_spaced(indices: Sequence[int], limit: int | None) -> list[int]:
+    """``limit`` of ``indices`` at even steps from the first (all of them when ``limit`` is None
+    or not smaller): positions ``floor(i * n / limit)`` for i = 0 .. limit - 1."""
+    items = list(indices)
+    if limit is None or int(limit) >= len(items):
+        return items
+    count = int(limit)
+    return [items[i * len(items) // count] for i in range(count)]

@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Subset
 
-from vaelik.data.datamodule import example_count
+from vaelik.data.datamodule import example_indices
 from vaelik.evaluation.distributed import gather_results, shard, world
 from vaelik.evaluation.results import PerExampleResults
 from vaelik.evaluation.runner import load_model, pick_device
@@ -151,7 +151,8 @@ def convergence(cfg: DictConfig) -> list[dict[str, Any]]:
     device = pick_device(cfg.device)
     model.to(device)
     dataset = datamodule.dataset(cfg.split)
-    count = example_count(dataset, cfg.num_examples)
+    indices = example_indices(dataset, cfg.num_examples)
+    count = len(indices)
     pairs = []
     for estimator_name in cfg.estimators:
         for proposal_name in cfg.proposals:
@@ -175,7 +176,7 @@ def convergence(cfg: DictConfig) -> list[dict[str, Any]]:
         rows += convergence_rows(
             model,
             dataset,
-            range(count),
+            indices,
             estimator,
             proposal,
             list(cfg.ks),

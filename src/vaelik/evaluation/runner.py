@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from vaelik.checkpoint import VAECheckpoint, load_weights, read_checkpoint
 from vaelik.data import ImageDataModule
-from vaelik.data.datamodule import example_count
+from vaelik.data.datamodule import example_indices
 from vaelik.evaluation.distributed import gather_results, process_group, shard, world
 from vaelik.evaluation.results import PerExampleResults
 from vaelik.evaluation.trusted_config import check_trusted_config
@@ -109,7 +109,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     proposal = instantiate(cfg.proposal)
     estimator.check(model, proposal)  # an impossible combination fails before any work
     dataset = datamodule.dataset(cfg.split)
-    count = example_count(dataset, cfg.num_examples)
+    indices = example_indices(dataset, cfg.num_examples)
+    count = len(indices)
     with process_group(device, cfg.get("dist_timeout_s", 300.0)):
         start = time.perf_counter()
         rank, size = world()
@@ -118,7 +119,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             dataset,
             estimator,
             proposal,
-            shard(range(count)),
+            shard(indices),
             cfg.batch_size,
             device,
             progress=rank == 0,

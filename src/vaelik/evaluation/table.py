@@ -1,8 +1,9 @@
 """A results table: several trained checkpoints measured the same way on one split.
 
 For every checkpoint: importance sampling with the encoder as proposal over the split (the whole
-test set by default, K = 5000), and annealed importance sampling on its first examples, reported
-as the mean gap AIS - IS on that subset (AIS is a tighter stochastic lower bound, so a positive
+test set by default, K = 5000), and annealed importance sampling on a subset spread evenly over
+it (not its first examples: the binarized MNIST test file is sorted by digit), reported as the
+mean gap AIS - IS on that subset (AIS is a tighter stochastic lower bound, so a positive
 gap says how far IS is below the model's log p(x)). Each row also carries the diagnostics
 (share of PSIS k-hat above 0.7), what the training took (epochs, wall time, machine) and where
 it was measured, the published figure it reproduces when ``references`` names one, and the
@@ -25,12 +26,14 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from vaelik.checkpoint import describe_machine, read_checkpoint
-from vaelik.data.datamodule import example_count
+from vaelik.data.datamodule import evenly_spaced, example_indices
 from vaelik.evaluation.curves import last_value, read_curve, trend, write_curve
+from vaelik.evaluation.results import PerExampleResults
 from vaelik.evaluation.runner import estimate_examples, model_from_checkpoint, pick_device
 from vaelik.formatting import figure, report_written, share_text
 from vaelik.inference.proposals import EncoderProposal
@@ -77,7 +80,13 @@ def run_folder(path: Path) -> Path:
 
 
 def measure(name: str, path: Path, cfg: DictConfig) -> dict[str, Any]:
-    """One row of the table for the checkpoint at ``path``."""
+    """One row of the table for the checkpoint at ``path``.
+
+    With ``cfg.reuse_importance``, the IS figures of an earlier row of the same model (same
+    checkpoint, K and number of examples, in the output folder's ``results.csv``) are kept and
+    only the AIS gap is measured again: per-example IS estimates draw from per-example streams,
+    so IS on the AIS subset alone gives the very values the whole run gave there.
+    """
     model, datamodule, checkpoint = model_from_checkpoint(path, cfg.get("data_dir"))
     device = pick_device(cfg.device)
     model.to(device)
@@ -85,42 +94,52 @@ def measure(name: str, path: Path, cfg: DictConfig) -> dict[str, Any]:
     importance.check(model, proposal)
     ais.check(model, proposal)
     dataset = datamodule.dataset(cfg.split)
-    count = example_count(dataset, cfg.num_examples)
+    indices = example_indices(dataset, cfg.num_examples)
+    ais_indices = evenly_spaced(indices, min(int(cfg.ais_examples or 0), len(indices)))
+    row: dict[str, Any] = {
+        "model": name,
+        "num_examples": len(indices),
+        "num_samples": importance.num_samples,
+        "ais_examples": len(ais_indices),
+        "checkpoint": str(path.resolve()),
+    }
+    earlier = reusable_row(row, Path(cfg.paths.output_dir)) if cfg.get("reuse_importance") else None
     start = time.perf_counter()
     results = estimate_examples(
-        *(model, dataset, importance, proposal, range(count), cfg.batch_size, device),
+        *(model, dataset, importance, proposal, ais_indices if earlier else indices),
+        *(cfg.batch_size, device),
         progress=True,
         description=f"{name}: IS, K={importance.num_samples}",
     )
-    summary = results.summary(datamodule.num_dims)
-    row: dict[str, Any] = {
-        "model": name,
-        "log_px": summary["log_px_mean"],
-        "log_px_stderr": summary["log_px_stderr"],
-        "bpd": summary["bpd"],
-        "khat_share_above_0.7": summary["khat_share_above_0.7"],
-        "num_examples": count,
-        "num_samples": importance.num_samples,
-    }
-    ais_count = min(int(cfg.ais_examples or 0), count)
-    row["ais_examples"] = ais_count
+    if earlier:
+        row.update({column: earlier[column] for column in IMPORTANCE_COLUMNS})
+    else:
+        summary = results.summary(datamodule.num_dims)
+        row.update(
+            {
+                "log_px": summary["log_px_mean"],
+                "log_px_stderr": summary["log_px_stderr"],
+                "bpd": summary["bpd"],
+                "khat_share_above_0.7": summary["khat_share_above_0.7"],
+            }
+        )
     row["ais_gap"] = row["ais_gap_stderr"] = None
-    if ais_count:
+    if ais_indices:
         annealed = estimate_examples(
-            *(model, dataset, ais, proposal, range(ais_count), cfg.batch_size, device),
+            *(model, dataset, ais, proposal, ais_indices, cfg.batch_size, device),
             progress=True,
             description=f"{name}: AIS, {ais.num_samples} chains",
         )
-        gap = annealed.log_px - results.log_px[:ais_count]  # both sorted by index 0..n-1
-        row["ais_gap"], row["ais_gap_stderr"] = mean_and_stderr(gap)
-    row["eval_seconds"] = time.perf_counter() - start
+        row["ais_gap"], row["ais_gap_stderr"] = mean_and_stderr(
+            annealed.log_px - matching(results, annealed.index)
+        )
+    row["eval_seconds"] = time.perf_counter() - start + (earlier or {}).get("eval_seconds", 0.0)
     row["eval_machine"] = describe_machine() + f", {device}"
     row["epochs"] = checkpoint.epochs
     row["train_hours"] = (
         checkpoint.train_seconds / 3600 if checkpoint.train_seconds is not None else None
     )
     row["train_machine"] = checkpoint.machine
-    row["checkpoint"] = str(path.resolve())
     row["reference"] = (cfg.get("references") or {}).get(name)
     curve = read_curve(run_folder(path))
     if curve:
@@ -129,6 +148,26 @@ def measure(name: str, path: Path, cfg: DictConfig) -> dict[str, Any]:
     row["val_log_px_trend"] = trend(curve, "val/log_px")
     row["val_elbo_trend"] = trend(curve, "val/elbo")
     return row
+
+
+#: the columns that IS over the whole split measures (kept by ``reuse_importance``)
+IMPORTANCE_COLUMNS = ("log_px", "log_px_stderr", "bpd", "khat_share_above_0.7")
+
+
+def reusable_row(row: dict[str, Any], output_dir: Path) -> dict[str, Any] | None:
+    """The earlier row of ``row["model"]`` whose IS figures ``row`` may keep: measured on the
+    same checkpoint with the same K and number of examples; None if there is none."""
+    same = ("checkpoint", "num_samples", "num_examples")
+    for earlier in read_rows(output_dir / "results.csv"):
+        if earlier["model"] == row["model"] and all(earlier[c] == row[c] for c in same):
+            return earlier if earlier["log_px"] is not None else None
+    return None
+
+
+def matching(results: PerExampleResults, index: torch.Tensor) -> torch.Tensor:
+    """``results.log_px`` of the examples ``index``, in that order."""
+    position = {int(i): p for p, i in enumerate(results.index.tolist())}
+    return results.log_px[[position[int(i)] for i in index.tolist()]]
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:

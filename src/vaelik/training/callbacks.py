@@ -8,7 +8,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 
-from vaelik.data.datamodule import example_count
+from vaelik.data.datamodule import example_indices
 from vaelik.errors import ConfigError
 from vaelik.evaluation.convergence import convergence_rows, plot_convergence
 from vaelik.evaluation.distributed import gather_results, shard
@@ -80,14 +80,14 @@ class LogLikelihoodCallback(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.estimator.check(pl_module.model, self.proposal)
 
-    def _log_convergence(self, trainer, pl_module, dataset, total: int) -> None:
+    def _log_convergence(self, trainer, pl_module, dataset, indices: list[int]) -> None:
         """At the last epoch: mean log p(x) against K (nested draws, one pass), as
         ``convergence.png`` in the run directory and an image for the loggers."""
         k_max = self.estimator.num_samples
         rows = convergence_rows(
             pl_module.model,
             dataset,
-            range(total),
+            indices,
             self.estimator,
             self.proposal,
             sorted({k for k in self.convergence_ks if k < k_max} | {k_max}),
@@ -98,7 +98,7 @@ class LogLikelihoodCallback(pl.Callback):
         if trainer.is_global_zero and self.output_dir is not None:
             path = self.output_dir / "convergence.png"
             plot_convergence(
-                rows, path, f"validation, {total} examples, epoch {trainer.current_epoch}"
+                rows, path, f"validation, {len(indices)} examples, epoch {trainer.current_epoch}"
             )
             log_figure_file(trainer, "val/convergence", path)
 
@@ -106,20 +106,20 @@ class LogLikelihoodCallback(pl.Callback):
         if not _due(trainer, self.every_n_epochs):
             return
         dataset = trainer.datamodule.dataset("val")
-        total = example_count(dataset, self.num_examples)
+        indices = example_indices(dataset, self.num_examples)
         local = estimate_examples(
             pl_module.model,
             dataset,
             self.estimator,
             self.proposal,
-            shard(range(total)),
+            shard(indices),
             self.batch_size,
             pl_module.device,
         )
         results = gather_results(local)  # every example once, whatever the number of processes
         log_histograms(trainer, {"val/log_px_hist": results.log_px, "val/ess_hist": results.ess})
         if _last_epoch(trainer) and self.convergence_ks:
-            self._log_convergence(trainer, pl_module, dataset, total)
+            self._log_convergence(trainer, pl_module, dataset, indices)
         summary = results.summary(trainer.datamodule.num_dims)
         metrics = {
             "val/log_px": summary["log_px_mean"],
