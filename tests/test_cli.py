@@ -21,6 +21,7 @@ from hydra.errors import InstantiationException
 from conftest import run_cli, run_cli_failing, user_error
 from vaelik.cli import USER_ERROR_EXIT, convergence, evaluate, train
 from vaelik.errors import ConfigError
+from vaelik.progress import PlainProgress, clock
 from vaelik.training.fit import warn_if_unbounded
 
 FAST = [
@@ -294,7 +295,7 @@ def test_convergence_table_and_plot(trained_run, tmp_path, monkeypatch, capsys):
     printed = capsys.readouterr()
     assert printed.out.count("k-hat = n/a (K < 25)") == 6  # K = 1 and 10, three lines
     assert len(re.findall(r"K=    40 .* k-hat = \d\.\d\d\n", printed.out)) == 3
-    assert not re.search(r"\d\.\d{4,}", printed.out)  # no figure printed with 16 digits
+    assert not re.search(r"\.\d{6,}", printed.out)  # no figure printed with 16 digits
     assert printed.out.rstrip().endswith(f"wrote results to {out}")
     assert printed.err.count("8/8 examples") == 3  # a progress bar per line
     # nested: the K = 10 row equals a separate evaluation with K = 10
@@ -498,3 +499,14 @@ def test_an_endless_training_says_so(settings, warned, caplog):
     with caplog.at_level("WARNING"):
         warn_if_unbounded(trainer)
     assert ("trains until it is interrupted" in caplog.text) == warned
+
+
+def test_progress_in_a_log_file_is_a_line_a_minute_and_one_at_the_end(capsys):
+    progress = PlainProgress(total=10, description="IS, K=5000", interval_s=3600)
+    progress.advance(3)
+    assert capsys.readouterr().err == ""  # within the minute: quiet
+    progress.advance(7)
+    assert re.fullmatch(
+        r"IS, K=5000: 10/10 examples, 0:00:0\d, 0:00:00 left\n", capsys.readouterr().err
+    )
+    assert clock(3725.4) == "1:02:05" and clock(float("nan")) == "?"

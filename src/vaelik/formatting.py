@@ -37,7 +37,7 @@ def estimate_text(summary: dict[str, Any]) -> str:
     return (
         f"log p(x) = {figure(summary['log_px_mean'])} +- {figure(summary['log_px_stderr'])} nats"
         f" ({figure(summary['bpd'], 4)} bits/dim) over {summary['num_examples']} examples;"
-        f" ESS mean {figure(summary['ess_mean'], 1)};"
+        f" ESS/K mean {summary['ess_mean']:.3g};"
         f" k-hat median {khat_text(summary['khat_median'])},"
         f" above 0.7: {share_text(summary['khat_share_above_0.7'])}"
     )

@@ -1,13 +1,16 @@
 """A progress bar over examples for the long commands (eval, convergence, results).
 
-Shows examples done out of the total, the rate and the time left, on standard error, through
-``rich`` (the library Lightning's own progress bar uses). Off when not ``enabled``, for example
-on every process but the first of a distributed run.
+Shows examples done out of the total, the time spent and the time left, on standard error:
+a live ``rich`` bar in a terminal (the library Lightning's own progress bar uses), and a plain
+line at most once a minute, and at the end, when standard error is a file (a ``nohup`` log).
+Off when not ``enabled``, for example on every process but the first of a distributed run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import sys
+import time
 from collections.abc import Callable, Iterator
 
 from rich.console import Console
@@ -27,6 +30,10 @@ def example_progress(total: int, description: str, enabled: bool = True) -> Iter
     if not enabled:
         yield lambda n: None
         return
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield PlainProgress(total, description).advance
+        return
     bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -35,9 +42,42 @@ def example_progress(total: int, description: str, enabled: bool = True) -> Iter
         TimeElapsedColumn(),
         TextColumn("left"),
         TimeRemainingColumn(),
-        console=Console(stderr=True),
+        console=console,
         transient=False,
     )
     with bar:
         task = bar.add_task(description, total=total)
         yield lambda n: bar.advance(task, n)
+
+
+class PlainProgress:
+    """Progress as plain lines, for a log file: ``label: done/total examples, 0:02:10, 0:05:00
+    left``, at most every ``interval_s`` seconds and once at the end."""
+
+    def __init__(self, total: int, description: str, interval_s: float = 60.0) -> None:
+        self.total, self.description, self.interval_s = total, description, interval_s
+        self.done = 0
+        self.start = self.last = time.monotonic()
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self.last < self.interval_s and self.done < self.total:
+            return
+        self.last = now
+        elapsed = now - self.start
+        left = elapsed * (self.total - self.done) / self.done if self.done else float("nan")
+        print(
+            f"{self.description}: {self.done}/{self.total} examples, {clock(elapsed)},"
+            f" {clock(left)} left",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def clock(seconds: float) -> str:
+    """``h:mm:ss``, or ``?`` when unknown."""
+    if seconds != seconds:  # NaN
+        return "?"
+    whole = round(seconds)
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"

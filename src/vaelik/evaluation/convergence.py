@@ -192,7 +192,7 @@ def convergence(cfg: DictConfig) -> list[dict[str, Any]]:
         print(
             f"{row['estimator']:>10} {row['proposal']:>10} K={row['num_samples']:>6} "
             f"log p(x) = {figure(row['log_px_mean'], 3)} +- {figure(row['log_px_stderr'], 3)}  "
-            f"ESS = {figure(row['ess_mean'], 1)}  k-hat = {khat_text(row['khat_mean'])}"
+            f"ESS/K = {row['ess_mean']:.3g}  k-hat = {khat_text(row['khat_mean'])}"
         )
     report_written(output_dir)
     return rows
