@@ -63,6 +63,8 @@ def test_train_prints_what_a_user_needs_and_nothing_else(trained_run):
     out = (trained_run.parent / "stdout.txt").read_text()
     printed = out + (trained_run.parent / "stderr.txt").read_text()
     assert "model.decoder" in printed and "parameters (" in printed  # the model summary
+    # not a terminal: a line per epoch, with the metrics a bar would show
+    assert re.search(r"^epoch 2/2 \(\d+ s\): .*val/log_px -\d+\.\d", out, re.M)
     assert out.rstrip().endswith(f"wrote results to {trained_run}")
     for noise in ("Tip", "FLOPs", "v_num", "not writable", "Trainer already configured"):
         assert noise not in printed, noise
@@ -198,7 +200,7 @@ def test_a_user_error_is_one_line_unless_the_traceback_is_asked_for(tmp_path, mo
     assert stopped.value.code == USER_ERROR_EXIT == 2
     printed = capsys.readouterr()
     line = user_error(printed.err)
-    assert line == "vaelik: error: estimator.num_samples (K) must be an integer >= 1, got 0"
+    assert line == "vaelik-train: error: estimator.num_samples (K) must be an integer >= 1, got 0"
     assert "HYDRA_FULL_ERROR=1" in printed.err and len(printed.err.splitlines()) <= 4
     # HYDRA_FULL_ERROR=1: the exception itself, with its traceback, as for any other error
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")

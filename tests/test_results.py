@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import threading
 from pathlib import Path
 
 import pytest
@@ -186,6 +187,29 @@ def test_the_ais_gap_is_measured_again_without_redoing_importance_sampling(
     for column in ("log_px", "log_px_stderr", "bpd", "ais_gap", "ais_gap_stderr"):
         assert float(reused[column]) == pytest.approx(float(redone[column]), rel=1e-9), column
     assert reused["ais_examples"] == "5"
+    assert float(reused["eval_seconds"]) < float(redone["eval_seconds"]) + 60
+    # another K, split or seed is another measurement: IS is run again over every example
+    where = [f"hydra.run.dir={again}"]
+    for other in ("importance.num_samples=9", "split=test", "seed=1"):
+        measured_is.clear()
+        run_cli(
+            results.main,
+            [f"checkpoints={{m:{checkpoint}}}", *more_ais, other, "reuse_importance=true", *where],
+            monkeypatch,
+        )
+        assert measured_is == [10, 5], other
+
+
+def test_a_second_writer_waits_for_the_table_lock(tmp_path):
+    """While one command holds the lock, another's row waits; it is written once released."""
+    row = dict.fromkeys(table.COLUMNS) | {"model": "waiting", "log_px": -1.0}
+    writer = threading.Thread(target=table.add_row, args=(row, tmp_path))
+    with table.exclusive_lock(tmp_path / ".results.lock"):
+        writer.start()
+        writer.join(timeout=0.5)
+        assert writer.is_alive() and not (tmp_path / "results.csv").exists()
+    writer.join(timeout=10)
+    assert [r["model"] for r in csv.DictReader((tmp_path / "results.csv").open())] == ["waiting"]
 
 
 def write_metrics(path: Path, rows: list[dict[str, object]]) -> None:

@@ -11,7 +11,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from conftest import run_cli
+from conftest import run_cli, run_cli_failing
 from vaelik.cli import evaluate, train
 from vaelik.config import config_dir
 
@@ -33,6 +33,20 @@ def job_metrics(sweep_dir) -> list[dict]:
 def test_basic_launcher_runs_every_job(tmp_path, monkeypatch):
     run_cli(train.main, ["-m", *FAST, "latent_dim=4,6", f"hydra.sweep.dir={tmp_path}"], monkeypatch)
     assert len(job_metrics(tmp_path)) == 2
+
+
+def test_a_user_error_in_one_job_fails_that_job_and_the_sweep_goes_on(
+    tmp_path, monkeypatch, capsys
+):
+    output = run_cli_failing(
+        train.main,
+        ["-m", *FAST, "estimator.num_samples=0,16", f"hydra.sweep.dir={tmp_path}"],
+        monkeypatch,
+        capsys,
+    )
+    assert output.count("vaelik-train: error: estimator.num_samples (K) must be") == 1
+    assert not (tmp_path / "0" / "metrics.json").exists()
+    assert (tmp_path / "1" / "metrics.json").exists()  # the next job ran
 
 
 def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):

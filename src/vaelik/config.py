@@ -35,9 +35,9 @@ def config_dir() -> str:
     else:
         path = CHECKOUT_CONFIG_DIR
     if not (path / "train.yaml").is_file():
-        where = "VAELIK_CONFIG_DIR" if override else "the installed package"
+        where = " (from VAELIK_CONFIG_DIR)" if override else ""
         raise ConfigError(
-            f"vaelik's config tree was not found at {path} (no train.yaml there, set by {where}). "
+            f"vaelik's config tree was not found at {path}{where}: no train.yaml there. "
             "Point VAELIK_CONFIG_DIR at a folder holding train.yaml and eval.yaml, or reinstall "
             "vaelik (`pip install .` ships the tree inside the package)."
         )

@@ -6,8 +6,6 @@ import math
 
 import torch
 
-from vaelik.errors import ConfigError
-
 
 def bits_per_dim(log_px: torch.Tensor | float, num_dims: int) -> torch.Tensor | float:
     """bits/dim = -log p(x) / (D ln 2) for log p(x) in nats over D dimensions."""
@@ -19,6 +17,6 @@ def mean_and_stderr(values: torch.Tensor) -> tuple[float, float]:
     values = values.double()
     n = values.numel()
     if n == 0:
-        raise ConfigError("no examples to summarise")
+        raise ValueError("no examples to summarise")
     stderr = values.std().item() / math.sqrt(n) if n > 1 else 0.0
     return values.mean().item(), stderr

@@ -31,7 +31,7 @@ def example_progress(total: int, description: str, enabled: bool = True) -> Iter
         yield lambda n: None
         return
     console = Console(stderr=True)
-    if not console.is_terminal:
+    if not console.is_terminal or console.is_dumb_terminal:
         yield PlainProgress(total, description).advance
         return
     bar = Progress(

@@ -7,10 +7,11 @@ import os
 import sys
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, NoReturn
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from vaelik.config import config_dir
@@ -30,18 +31,25 @@ def run_hydra_app(
     checkpoint) is printed as one message and the command exits with status 2; with
     ``HYDRA_FULL_ERROR=1`` it keeps its whole traceback, as every other exception does."""
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    command = f"vaelik-{config_name}"
     try:
         path = config_path or config_dir()
     except VaelikError as error:
-        exit_with_message(error)
+        if full_traceback_wanted():
+            raise
+        exit_with_message(command, error)
     return hydra.main(version_base="1.3", config_path=path, config_name=config_name)(
-        reporting_user_errors(task)
+        reporting_user_errors(task, command)
     )()
 
 
-def reporting_user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
-    """``task``, with a user error (anywhere in the chain of causes of what it raised) turned
-    into one message and exit status 2, unless ``HYDRA_FULL_ERROR=1`` asks for tracebacks."""
+def reporting_user_errors(
+    task: Callable[[DictConfig], Any], command: str
+) -> Callable[[DictConfig], Any]:
+    """``task``, with a user error (itself or the cause of what it raised) turned into one
+    message and exit status 2, unless ``HYDRA_FULL_ERROR=1`` asks for tracebacks. In a multirun
+    the message is printed and the error raised on, so that Hydra marks that job failed and
+    goes on with the others."""
 
     @functools.wraps(task)
     def run(cfg: DictConfig) -> Any:
@@ -49,28 +57,41 @@ def reporting_user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictCo
             return task(cfg)
         except Exception as error:
             user_error = user_error_in(error)
-            if user_error is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            if user_error is None or full_traceback_wanted():
                 raise
-            exit_with_message(user_error)
+            if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+                print_message(command, user_error)
+                raise
+            exit_with_message(command, user_error)
 
     return run
 
 
+def full_traceback_wanted() -> bool:
+    return os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
 def user_error_in(error: BaseException) -> VaelikError | None:
-    """The first :class:`VaelikError` among ``error`` and its causes (Hydra's ``instantiate``
-    wraps what a constructor raised in an ``InstantiationException``), or None."""
+    """``error`` if it is a :class:`VaelikError`, else the first one among its explicit causes
+    (``raise ... from``: Hydra's ``instantiate`` wraps what a constructor raised that way), else
+    None. An error raised while another was being handled is not a user error."""
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         if isinstance(current, VaelikError):
             return current
         seen.add(id(current))
-        current = current.__cause__ or current.__context__
+        current = current.__cause__
     return None
 
 
-def exit_with_message(error: VaelikError) -> NoReturn:
-    command = Path(sys.argv[0]).name or "vaelik"
-    print(f"{command}: error: {error}", file=sys.stderr)
-    print("(set HYDRA_FULL_ERROR=1 for the traceback)", file=sys.stderr)
+def print_message(command: str, error: VaelikError) -> None:
+    """The error as one line, on standard error, from the first process only (DDP, torchrun)."""
+    if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0))) == 0:
+        print(f"{command}: error: {error}", file=sys.stderr)
+        print("(set HYDRA_FULL_ERROR=1 for the traceback)", file=sys.stderr)
+
+
+def exit_with_message(command: str, error: VaelikError) -> NoReturn:
+    print_message(command, error)
     sys.exit(USER_ERROR_EXIT)

@@ -8,7 +8,6 @@ import torch
 from torch.utils.data import Dataset
 
 from vaelik.data.source import DataKind
-from vaelik.errors import ConfigError
 
 Binarize = Literal["none", "threshold", "static", "dynamic"]
 BINARIZE_MODES: tuple[str, ...] = ("none", "threshold", "static", "dynamic")
@@ -17,7 +16,7 @@ BINARIZE_MODES: tuple[str, ...] = ("none", "threshold", "static", "dynamic")
 def check_binarize(mode: str) -> Binarize:
     """Return ``mode`` if known, else raise a ValueError listing the modes."""
     if mode not in BINARIZE_MODES:
-        raise ConfigError(
+        raise ValueError(
             f"unknown binarize mode {mode!r}: choose one of {', '.join(BINARIZE_MODES)}"
         )
     return mode  # type: ignore[return-value]
@@ -40,7 +39,7 @@ class ImageTensorDataset(Dataset):
 
     def __init__(self, images: torch.Tensor, kind: DataKind, binarize: Binarize, seed: int = 0):
         if images.dtype != torch.uint8 or images.dim() != 4:
-            raise ConfigError(
+            raise ValueError(
                 f"images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}"
             )
         self.binarize = check_binarize(binarize)

@@ -109,6 +109,8 @@ def example_indices(dataset: torch.utils.data.Dataset, limit: int | None) -> lis
     spread evenly over it (see :func:`evenly_spaced`), never just the first ones: some files
     are sorted by class (the binarized MNIST test file holds its 0s first, then its 1s, ...),
     and their first examples would be one digit."""
+    if limit is not None and int(limit) < 1:
+        raise ConfigError(f"num_examples must be >= 1 or null (all), got {limit}")
     return evenly_spaced(range(len(dataset)), limit)  # type: ignore[arg-type]
 
 

@@ -23,9 +23,9 @@ from torch.utils.data import DataLoader, Subset
 
 from vaelik.data.datamodule import example_indices
 from vaelik.evaluation.distributed import gather_results, shard, world
+from vaelik.evaluation.formatting import figure, khat_text, report_written
 from vaelik.evaluation.results import PerExampleResults
-from vaelik.evaluation.runner import load_model, pick_device
-from vaelik.formatting import figure, khat_text, report_written
+from vaelik.evaluation.runner import load_model, pick_device, share_note
 from vaelik.inference.estimators import Estimate
 from vaelik.inference.log_weights import check_positive
 from vaelik.progress import example_progress
@@ -61,6 +61,7 @@ def convergence_rows(
     model.eval()
     local = shard(indices)
     label = f"{estimator.name}, {estimator.proposal_for(proposal).name}, K up to {ks[-1]}"
+    label += share_note(world()[1])
     with example_progress(len(local), label, progress and world()[0] == 0) as advance:
         for x, index in DataLoader(Subset(dataset, local), batch_size=batch_size):
             x, index = x.to(device), torch.as_tensor(index)

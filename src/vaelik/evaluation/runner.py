@@ -20,9 +20,9 @@ from vaelik.checkpoint import VAECheckpoint, load_weights, read_checkpoint
 from vaelik.data import ImageDataModule
 from vaelik.data.datamodule import example_indices
 from vaelik.evaluation.distributed import gather_results, process_group, shard, world
+from vaelik.evaluation.formatting import estimate_text, report_written
 from vaelik.evaluation.results import PerExampleResults
 from vaelik.evaluation.trusted_config import check_trusted_config
-from vaelik.formatting import estimate_text, report_written
 from vaelik.inference.estimators import Estimate
 from vaelik.models.factory import build_model
 from vaelik.models.vae import VAE
@@ -55,6 +55,11 @@ def estimate_examples(
     finally:
         model.train(was_training)
     return PerExampleResults.concatenate(parts)
+
+
+def share_note(size: int) -> str:
+    """What a progress bar on the first of ``size`` processes counts: its own share."""
+    return f" (this process's share of {size})" if size > 1 else ""
 
 
 def pick_device(name: str) -> torch.device:
@@ -123,7 +128,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             cfg.batch_size,
             device,
             progress=rank == 0,
-            description=f"{estimator.name}, K={estimator.num_samples}",
+            description=f"{estimator.name}, K={estimator.num_samples}" + share_note(size),
         )
         results = gather_results(local)
         seconds = time.perf_counter() - start

@@ -32,10 +32,11 @@ from omegaconf import DictConfig
 
 from vaelik.checkpoint import describe_machine, read_checkpoint
 from vaelik.data.datamodule import evenly_spaced, example_indices
+from vaelik.errors import ConfigError
 from vaelik.evaluation.curves import last_value, read_curve, trend, write_curve
+from vaelik.evaluation.formatting import figure, report_written, share_text
 from vaelik.evaluation.results import PerExampleResults
 from vaelik.evaluation.runner import estimate_examples, model_from_checkpoint, pick_device
-from vaelik.formatting import figure, report_written, share_text
 from vaelik.inference.proposals import EncoderProposal
 from vaelik.metrics import mean_and_stderr
 
@@ -58,7 +59,10 @@ COLUMNS = (
     "train_hours",
     "train_machine",
     "eval_seconds",
+    "ais_seconds",
     "eval_machine",
+    "split",
+    "seed",
     "checkpoint",
 )
 
@@ -66,12 +70,16 @@ COLUMNS = (
 def named_checkpoints(entries) -> list[tuple[str, Path]]:
     """``{name: path, ...}`` in order, or ``[path, ...]`` named after their run folders."""
     if isinstance(entries, Mapping):
-        return [(str(name), Path(path)) for name, path in entries.items()]
-    return [(Path(path).parent.parent.name, Path(path)) for path in entries]
+        pairs = [(str(name), Path(path)) for name, path in entries.items()]
+    else:
+        pairs = [(Path(path).parent.parent.name, Path(path)) for path in entries]
+    if not pairs:
+        raise ConfigError("no checkpoints to measure: pass checkpoints={name:PATH,...}")
+    return pairs
 
 
-INTEGER_COLUMNS = ("ais_examples", "num_examples", "num_samples", "epochs")
-TEXT_COLUMNS = ("model", "train_machine", "eval_machine", "checkpoint")
+INTEGER_COLUMNS = ("ais_examples", "num_examples", "num_samples", "epochs", "seed")
+TEXT_COLUMNS = ("model", "train_machine", "eval_machine", "split", "checkpoint")
 
 
 def run_folder(path: Path) -> Path:
@@ -83,9 +91,10 @@ def measure(name: str, path: Path, cfg: DictConfig) -> dict[str, Any]:
     """One row of the table for the checkpoint at ``path``.
 
     With ``cfg.reuse_importance``, the IS figures of an earlier row of the same model (same
-    checkpoint, K and number of examples, in the output folder's ``results.csv``) are kept and
-    only the AIS gap is measured again: per-example IS estimates draw from per-example streams,
-    so IS on the AIS subset alone gives the very values the whole run gave there.
+    checkpoint file and epochs, split, seed, K and number of examples, in the output folder's
+    ``results.csv``) are kept and only the AIS gap is measured again: per-example IS estimates
+    draw from per-example streams, so IS on the AIS subset alone gives the very values the whole
+    run gave there. ``eval_seconds`` is then the earlier IS time plus the new AIS time.
     """
     model, datamodule, checkpoint = model_from_checkpoint(path, cfg.get("data_dir"))
     device = pick_device(cfg.device)
@@ -102,6 +111,9 @@ def measure(name: str, path: Path, cfg: DictConfig) -> dict[str, Any]:
         "num_samples": importance.num_samples,
         "ais_examples": len(ais_indices),
         "checkpoint": str(path.resolve()),
+        "epochs": checkpoint.epochs,
+        "split": str(cfg.split),
+        "seed": int(cfg.seed),
     }
     earlier = reusable_row(row, Path(cfg.paths.output_dir)) if cfg.get("reuse_importance") else None
     start = time.perf_counter()
@@ -123,6 +135,7 @@ def measure(name: str, path: Path, cfg: DictConfig) -> dict[str, Any]:
                 "khat_share_above_0.7": summary["khat_share_above_0.7"],
             }
         )
+    importance_seconds = time.perf_counter() - start
     row["ais_gap"] = row["ais_gap_stderr"] = None
     if ais_indices:
         annealed = estimate_examples(
@@ -133,9 +146,11 @@ def measure(name: str, path: Path, cfg: DictConfig) -> dict[str, Any]:
         row["ais_gap"], row["ais_gap_stderr"] = mean_and_stderr(
             annealed.log_px - matching(results, annealed.index)
         )
-    row["eval_seconds"] = time.perf_counter() - start + (earlier or {}).get("eval_seconds", 0.0)
+    row["ais_seconds"] = time.perf_counter() - start - importance_seconds
+    row["eval_seconds"] = row["ais_seconds"] + (
+        earlier["eval_seconds"] - earlier["ais_seconds"] if earlier else importance_seconds
+    )
     row["eval_machine"] = describe_machine() + f", {device}"
-    row["epochs"] = checkpoint.epochs
     row["train_hours"] = (
         checkpoint.train_seconds / 3600 if checkpoint.train_seconds is not None else None
     )
@@ -154,13 +169,18 @@ def measure(name: str, path: Path, cfg: DictConfig) -> dict[str, Any]:
 IMPORTANCE_COLUMNS = ("log_px", "log_px_stderr", "bpd", "khat_share_above_0.7")
 
 
+#: what an earlier row must share with a new one for its IS figures to be kept
+SAME_MEASUREMENT = ("model", "checkpoint", "epochs", "split", "seed", "num_samples", "num_examples")
+
+
 def reusable_row(row: dict[str, Any], output_dir: Path) -> dict[str, Any] | None:
-    """The earlier row of ``row["model"]`` whose IS figures ``row`` may keep: measured on the
-    same checkpoint with the same K and number of examples; None if there is none."""
-    same = ("checkpoint", "num_samples", "num_examples")
+    """The earlier row whose IS figures ``row`` may keep: the same measurement
+    (:data:`SAME_MEASUREMENT`) with its IS and AIS times recorded; None if there is none (rows
+    written before those columns existed are never reused)."""
     for earlier in read_rows(output_dir / "results.csv"):
-        if earlier["model"] == row["model"] and all(earlier[c] == row[c] for c in same):
-            return earlier if earlier["log_px"] is not None else None
+        if all(earlier[column] == row[column] for column in SAME_MEASUREMENT):
+            complete = earlier["log_px"] is not None and earlier["ais_seconds"] is not None
+            return earlier if complete and earlier["eval_seconds"] is not None else None
     return None
 
 

@@ -8,7 +8,7 @@ Every ``_target_`` in the stored ``data``, ``likelihood`` and ``model`` sections
 checked, before anything is instantiated, against an allow-list: the data sources and the
 datamodule that ``vaelik.data`` exports, and the ``torch.nn.Module`` and likelihood-head
 classes defined under ``vaelik.models``. Anything else is a
-:class:`~vaelik.checkpoint.CheckpointError`, and so is any interpolation (``${...}``): a stored
+:class:`~vaelik.errors.CheckpointError`, and so is any interpolation (``${...}``): a stored
 config is resolved when it is written, and a resolver could read the environment or create
 folders.
 """

@@ -27,7 +27,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from vaelik.errors import ConfigError
-from vaelik.formatting import report_written
+from vaelik.evaluation.formatting import report_written
 from vaelik.inference.diagnostics import log_mean_exp, log_weight_standard_error, normalized_ess
 
 MEANS = (4.0, 4.0, 2.0, 5.0, 2.0, 3.0, 2.0, 3.0, 2.0, 2.0)

@@ -14,8 +14,6 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from vaelik.errors import ConfigError
-
 BLOCK_SIZE = 256
 _MASK = (1 << 64) - 1
 
@@ -47,7 +45,7 @@ def keyed_draws(draw: NoiseFunction, keys: Sequence[int], start: int, stop: int)
         start, stop: which draws of each example's stream to return.
     """
     if not 0 <= start < stop:
-        raise ConfigError(f"need 0 <= start < stop, got {start}, {stop}")
+        raise ValueError(f"need 0 <= start < stop, got {start}, {stop}")
     columns = []
     first_block, last_block = start // BLOCK_SIZE, (stop - 1) // BLOCK_SIZE
     cuda_devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []

@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Timer
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vaelik.checkpoint import load_weights, read_checkpoint
-from vaelik.formatting import report_written
+from vaelik.evaluation.formatting import report_written
 from vaelik.models.factory import build_model
 from vaelik.training.console import console_callbacks, quiet_lightning_tips
 from vaelik.training.lit_module import VAELitModule
