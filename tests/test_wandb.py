@@ -9,7 +9,7 @@ import pytest
 
 from conftest import run_cli, run_cli_failing
 from vaelik.cli import train
-from wandb_records import summarize
+from wandb_records import summarize_finished
 
 FAST = ["logger=wandb", "debug=fast", "trainer.enable_progress_bar=false"]
 
@@ -21,7 +21,7 @@ def run_files(run_dir: Path) -> list[Path]:
 def test_wandb_run_holds_config_metrics_media_and_histograms(tmp_path, monkeypatch):
     run_cli(train.main, [*FAST, "latent_dim=7", f"hydra.run.dir={tmp_path}"], monkeypatch)
     (path,) = run_files(tmp_path)
-    written = summarize(path)
+    written = summarize_finished(path)
     assert {
         "data",
         "encoder",
@@ -60,7 +60,7 @@ def test_wandb_run_holds_config_metrics_media_and_histograms(tmp_path, monkeypat
 def test_a_sweep_groups_its_runs(tmp_path, monkeypatch):
     sweep = tmp_path / "my_sweep"
     run_cli(train.main, ["-m", *FAST, "latent_dim=4,6", f"hydra.sweep.dir={sweep}"], monkeypatch)
-    runs = [summarize(p)["run"] for job in ("0", "1") for p in run_files(sweep / job)]
+    runs = [summarize_finished(p)["run"] for job in ("0", "1") for p in run_files(sweep / job)]
     assert len(runs) == 2
     assert {r["group"] for r in runs} == {"my_sweep"}
     assert {r["name"] for r in runs} == {
@@ -86,7 +86,7 @@ def test_a_failed_run_still_finishes_its_wandb_run(tmp_path, monkeypatch, capsys
     )
     assert "data.shape" in output
     (path,) = run_files(tmp_path)
-    assert summarize(path)["exit_code"] == 1
+    assert summarize_finished(path)["exit_code"] == 1
 
 
 @pytest.mark.parametrize("logger", ["tensorboard"])

@@ -5,6 +5,7 @@ type FULL / FIRST / MIDDLE / LAST). Test helper: wandb no longer ships a Python 
 from __future__ import annotations
 
 import struct
+import time
 from pathlib import Path
 
 from wandb.proto import wandb_internal_pb2
@@ -40,7 +41,8 @@ def read_records(path: Path) -> list[wandb_internal_pb2.Record]:
 
 
 def summarize(path: Path) -> dict:
-    """History keys, config keys, run name/group, exit code of an offline run file."""
+    """History keys, config keys (from config records and from the run record), run name and
+    group, exit code of an offline run file."""
     history, config, run, exit_code = set(), set(), None, None
     for record in read_records(path):
         kind = record.WhichOneof("record_type")
@@ -50,6 +52,21 @@ def summarize(path: Path) -> dict:
             config.update(item.key or "/".join(item.nested_key) for item in record.config.update)
         elif kind == "run":
             run = {"name": record.run.display_name, "group": record.run.run_group}
+            # config set before the run record was sent travels inside it, not as its own record
+            config.update(
+                item.key or "/".join(item.nested_key) for item in record.run.config.update
+            )
         elif kind == "exit":
             exit_code = record.exit.exit_code
     return {"history": history, "config": config, "run": run, "exit_code": exit_code}
+
+
+def summarize_finished(path: Path, timeout_s: float = 30.0) -> dict:
+    """:func:`summarize` once the run file holds its exit record: wandb's writer may still be
+    flushing the file for a moment after ``finish()`` returns on a loaded machine."""
+    deadline = time.monotonic() + timeout_s
+    written = summarize(path)
+    while written["exit_code"] is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+        written = summarize(path)
+    return written
