@@ -11,12 +11,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import run_cli, run_cli_failing
+from conftest import compose_config, run_cli, run_cli_failing
 from models import tiny_bernoulli_vae
 from vaelik.checkpoint import TRAIN_SECONDS_KEY, read_checkpoint
 from vaelik.cli import evaluate, results, train
+from vaelik.errors import ConfigError, UnsupportedCombinationError
 from vaelik.evaluation import table
 from vaelik.evaluation.curves import last_value, read_curve, trend
+from vaelik.inference.ais import AnnealedImportanceSampling
+from vaelik.models.factory import build_model
 from vaelik.training.lit_module import VAELitModule
 
 MEASURE = [
@@ -252,3 +255,32 @@ def test_a_checkpoint_from_before_vaelik_counted_training_time_keeps_the_timers_
     assert module.training_seconds() == 12.0
     module.on_load_checkpoint({})
     assert module.training_seconds() == 0.0
+
+
+@pytest.mark.parametrize(
+    ("posterior", "choice", "start"),
+    [
+        ("diagonal_gaussian", "auto", "encoder"),
+        ("iaf", "auto", "prior"),  # an IAF guide cannot score latents it did not draw
+        ("diagonal_gaussian", "prior", "prior"),
+        ("iaf", "encoder", "encoder"),  # asked for: AIS's own check then refuses it
+    ],
+)
+def test_ais_starts_from_the_encoder_where_the_guide_can_score_else_from_the_prior(
+    posterior, choice, start
+):
+    cfg = compose_config(
+        "train",
+        [f"posterior={posterior}", "latent_dim=3", "encoder.hidden=[8]", "decoder.hidden=[8]"],
+    )
+    model = build_model(cfg, "binary")
+    chosen = table.ais_start_for(model, choice)
+    assert chosen.name == start
+    ais = AnnealedImportanceSampling(num_samples=2, num_steps=2)
+    if posterior == "iaf" and start == "encoder":
+        with pytest.raises(UnsupportedCombinationError, match="use proposal=prior"):
+            ais.check(model, chosen)
+    else:
+        ais.check(model, chosen)
+    with pytest.raises(ConfigError, match="ais_start must be auto, encoder or prior"):
+        table.ais_start_for(model, "posterior")

@@ -37,7 +37,7 @@ from vaelik.evaluation.curves import last_value, read_curve, trend, write_curve
 from vaelik.evaluation.formatting import figure, report_written, share_text
 from vaelik.evaluation.results import PerExampleResults
 from vaelik.evaluation.runner import estimate_examples, model_from_checkpoint, pick_device
-from vaelik.inference.proposals import EncoderProposal
+from vaelik.inference.proposals import EncoderProposal, PriorProposal, Proposal
 from vaelik.metrics import mean_and_stderr
 
 COLUMNS = (
@@ -50,6 +50,7 @@ COLUMNS = (
     "ais_gap",
     "ais_gap_stderr",
     "ais_examples",
+    "ais_start",
     "num_examples",
     "num_samples",
     "epochs",
@@ -79,7 +80,7 @@ def named_checkpoints(entries) -> list[tuple[str, Path]]:
 
 
 INTEGER_COLUMNS = ("ais_examples", "num_examples", "num_samples", "epochs", "seed")
-TEXT_COLUMNS = ("model", "train_machine", "eval_machine", "split", "checkpoint")
+TEXT_COLUMNS = ("model", "ais_start", "train_machine", "eval_machine", "split", "checkpoint")
 
 
 def run_folder(path: Path) -> Path:
@@ -101,7 +102,8 @@ def measure(name: str, path: Path, cfg: DictConfig) -> dict[str, Any]:
     model.to(device)
     importance, ais, proposal = instantiate(cfg.importance), instantiate(cfg.ais), EncoderProposal()
     importance.check(model, proposal)
-    ais.check(model, proposal)
+    ais_start = ais_start_for(model, cfg.get("ais_start", "auto"))
+    ais.check(model, ais_start)
     dataset = datamodule.dataset(cfg.split)
     indices = example_indices(dataset, cfg.num_examples)
     ais_indices = evenly_spaced(indices, min(int(cfg.ais_examples or 0), len(indices)))
@@ -110,6 +112,7 @@ def measure(name: str, path: Path, cfg: DictConfig) -> dict[str, Any]:
         "num_examples": len(indices),
         "num_samples": importance.num_samples,
         "ais_examples": len(ais_indices),
+        "ais_start": ais_start.name,
         "checkpoint": str(path.resolve()),
         "epochs": checkpoint.epochs,
         "split": str(cfg.split),
@@ -139,9 +142,9 @@ def measure(name: str, path: Path, cfg: DictConfig) -> dict[str, Any]:
     row["ais_gap"] = row["ais_gap_stderr"] = None
     if ais_indices:
         annealed = estimate_examples(
-            *(model, dataset, ais, proposal, ais_indices, cfg.batch_size, device),
+            *(model, dataset, ais, ais_start, ais_indices, cfg.batch_size, device),
             progress=True,
-            description=f"{name}: AIS, {ais.num_samples} chains",
+            description=f"{name}: AIS from the {ais_start.name}, {ais.num_samples} chains",
         )
         row["ais_gap"], row["ais_gap_stderr"] = mean_and_stderr(
             annealed.log_px - matching(results, annealed.index)
@@ -163,6 +166,17 @@ def measure(name: str, path: Path, cfg: DictConfig) -> dict[str, Any]:
     row["val_log_px_trend"] = trend(curve, "val/log_px")
     row["val_elbo_trend"] = trend(curve, "val/elbo")
     return row
+
+
+def ais_start_for(model, choice: str) -> Proposal:
+    """Where AIS chains start: ``encoder`` (q(z|x)), ``prior`` (p(z)), or ``auto``: the encoder
+    where the guide can score latents it did not draw (AIS anneals through q(z|x)^(1-b)), else
+    the prior (an IAF guide cannot score them)."""
+    if choice not in ("auto", "encoder", "prior"):
+        raise ConfigError(f"ais_start must be auto, encoder or prior, got {choice!r}")
+    if choice == "prior" or (choice == "auto" and not model.guide.can_score):
+        return PriorProposal()
+    return EncoderProposal()
 
 
 #: the columns that IS over the whole split measures (kept by ``reuse_importance``)
@@ -232,7 +246,8 @@ def write_table(rows: list[dict[str, Any]], output_dir: Path) -> None:
     ]
     for row in rows:
         gap = (
-            f"{row['ais_gap']:+.2f} +- {row['ais_gap_stderr']:.2f} ({row['ais_examples']})"
+            f"{row['ais_gap']:+.2f} +- {row['ais_gap_stderr']:.2f} ({row['ais_examples']}"
+            + (", from the prior)" if row["ais_start"] == "prior" else ")")
             if row["ais_gap"] is not None
             else "n/a"
         )
