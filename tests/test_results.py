@@ -205,14 +205,30 @@ def test_the_ais_gap_is_measured_again_without_redoing_importance_sampling(
 
 def test_a_second_writer_waits_for_the_table_lock(tmp_path):
     """While one command holds the lock, another's row waits; it is written once released."""
-    row = dict.fromkeys(table.COLUMNS) | {"model": "waiting", "log_px": -1.0}
-    writer = threading.Thread(target=table.add_row, args=(row, tmp_path))
+    row = dict.fromkeys(table.COLUMNS) | {
+        "model": "waiting",
+        "log_px": -1.0,
+        "log_px_stderr": 0.1,
+        "bpd": 0.5,
+        "epochs": 1,
+    }
+    errors: list[BaseException] = []
+
+    def add_row() -> None:
+        try:
+            table.add_row(row, tmp_path)
+        except BaseException as error:  # a thread's exception would otherwise be lost
+            errors.append(error)
+
+    writer = threading.Thread(target=add_row)
     with table.exclusive_lock(tmp_path / ".results.lock"):
         writer.start()
         writer.join(timeout=0.5)
         assert writer.is_alive() and not (tmp_path / "results.csv").exists()
     writer.join(timeout=10)
+    assert not errors
     assert [r["model"] for r in csv.DictReader((tmp_path / "results.csv").open())] == ["waiting"]
+    assert "| waiting | -1.00 +- 0.10 |" in (tmp_path / "results.md").read_text()
 
 
 def write_metrics(path: Path, rows: list[dict[str, object]]) -> None:
