@@ -177,6 +177,56 @@ def test_eval_with_other_estimators_and_proposals(
     assert math.isfinite(summary["log_px_mean"]) and summary["num_examples"] == 6
 
 
+def test_eval_by_quadrature_on_a_two_dimensional_latent(tmp_path, monkeypatch, capsys):
+    """estimator=quadrature end to end: exact log p(x) with its grid check, per example."""
+    run = tmp_path / "run"
+    run_cli(train.main, [*FAST, "latent_dim=2", f"hydra.run.dir={run}"], monkeypatch)
+    out = tmp_path / "eval"
+    argv = [f"ckpt_path={run}/checkpoints/last.ckpt", "estimator=quadrature", "num_examples=4"]
+    run_cli(evaluate.main, [*argv, "estimator.points=100", f"hydra.run.dir={out}"], monkeypatch)
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["estimator"], summary["proposal"]) == ("quadrature", "uniform_box")
+    assert summary["num_samples"] == 100**2 and summary["khat_median"] is None
+    with open(out / "per_example.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert max(float(r["grid_error"]) for r in rows) == pytest.approx(summary["grid_error_max"])
+    assert f"grid error at most {summary['grid_error_max']:.2g} nats" in capsys.readouterr().out
+    # in a convergence table it is the flat reference line that importance sampling approaches
+    conv = tmp_path / "conv"
+    run_cli(
+        convergence.main,
+        [
+            f"ckpt_path={run}/checkpoints/last.ckpt",
+            "ks=[1,3000]",
+            "num_examples=4",
+            "estimators=[quadrature,prior]",
+            "proposals=[encoder]",
+            "batch_size=4",
+            f"hydra.run.dir={conv}",
+        ],
+        monkeypatch,
+    )
+    rows = {
+        (r["estimator"], r["num_samples"]): r
+        for r in json.loads((conv / "convergence.json").read_text())
+    }
+    exact = rows["quadrature", 1]["log_px_mean"]
+    assert rows["quadrature", 3000]["log_px_mean"] == exact
+    assert exact == pytest.approx(summary["log_px_mean"], abs=0.01)  # 400 vs 100 points
+    # naive Monte Carlo climbs towards it from below
+    assert rows["prior", 1]["log_px_mean"] < rows["prior", 3000]["log_px_mean"] < exact
+
+
+def test_quadrature_refuses_a_latent_of_more_than_two_dimensions(
+    trained_run, tmp_path, monkeypatch, capsys
+):
+    argv = [f"ckpt_path={trained_run}/checkpoints/last.ckpt", "estimator=quadrature"]
+    output = run_cli_failing(
+        evaluate.main, [*argv, f"hydra.run.dir={tmp_path}"], monkeypatch, capsys
+    )
+    assert "this model has 32. Use estimator=importance or estimator=ais" in user_error(output)
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

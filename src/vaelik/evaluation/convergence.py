@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Subset
 
 from vaelik.data.datamodule import example_indices
 from vaelik.evaluation.distributed import gather_results, shard, world
-from vaelik.evaluation.formatting import figure, khat_text, report_written
+from vaelik.evaluation.formatting import figure, grid_error_text, khat_text, report_written
 from vaelik.evaluation.results import PerExampleResults
 from vaelik.evaluation.runner import load_model, pick_device, share_note
 from vaelik.inference.estimators import Estimate
@@ -53,9 +53,12 @@ def convergence_rows(
 ) -> list[dict[str, Any]]:
     """One summary row per K for one (estimator, proposal) pair on the examples ``indices``
     (shared out among processes when distributed, and gathered before summarising), with a
-    progress bar over examples on the first process when ``progress``."""
+    progress bar over examples on the first process when ``progress``. An exact rule
+    (``exact_reference``, e.g. quadrature) is computed once and repeated at every K."""
     ks = sorted({check_positive("K", k) for k in ks})
     nested = getattr(estimator, "nested_in_k", False)
+    # a grid rule does not depend on K: computed once, it is the reference line at every K
+    exact = getattr(estimator, "exact_reference", False)
     parts: dict[int, list] = {k: [] for k in ks}
     seconds: dict[int, float] = dict.fromkeys(ks, 0.0)
     model.eval()
@@ -65,7 +68,13 @@ def convergence_rows(
     with example_progress(len(local), label, progress and world()[0] == 0) as advance:
         for x, index in DataLoader(Subset(dataset, local), batch_size=batch_size):
             x, index = x.to(device), torch.as_tensor(index)
-            if nested:
+            if exact:
+                start = time.perf_counter()
+                estimate = estimator(model, x, index, proposal)
+                seconds[ks[-1]] += time.perf_counter() - start
+                for k in ks:
+                    parts[k].append((index, estimate))
+            elif nested:
                 start = time.perf_counter()
                 log_w = with_num_samples(estimator, ks[-1]).log_weights(model, x, index, proposal)
                 seconds[ks[-1]] += time.perf_counter() - start
@@ -88,7 +97,7 @@ def convergence_rows(
                 "proposal": estimator.proposal_for(proposal).name,
                 "num_samples": k,
                 **summary,
-                "seconds": seconds[k] if not nested else seconds[ks[-1]],
+                "seconds": seconds[ks[-1]] if nested or exact else seconds[k],
             }
         )
     return rows
@@ -193,7 +202,10 @@ def convergence(cfg: DictConfig) -> list[dict[str, Any]]:
         print(
             f"{row['estimator']:>10} {row['proposal']:>10} K={row['num_samples']:>6} "
             f"log p(x) = {figure(row['log_px_mean'], 3)} +- {figure(row['log_px_stderr'], 3)}  "
-            f"ESS/K = {row['ess_mean']:.3g}  k-hat = {khat_text(row['khat_mean'])}"
+            + (
+                grid_error_text(row)
+                or f"ESS/K = {row['ess_mean']:.3g}  k-hat = {khat_text(row['khat_mean'])}"
+            )
         )
     report_written(output_dir)
     return rows

@@ -32,11 +32,24 @@ def share_text(share: float | None) -> str:
     return "n/a" if share is None or math.isnan(share) else f"{100 * share:.1f}%"
 
 
+def grid_error_text(summary: dict[str, Any]) -> str | None:
+    """A grid rule's error check for print (:mod:`vaelik.inference.quadrature`), or None for a
+    sampling estimator."""
+    if summary.get("grid_error_max") is None:
+        return None
+    return f"grid error at most {summary['grid_error_max']:.2g} nats"
+
+
 def estimate_text(summary: dict[str, Any]) -> str:
-    """One line for a summary of per-example estimates (:meth:`PerExampleResults.summary`)."""
-    return (
+    """One line for a summary of per-example estimates (:meth:`PerExampleResults.summary`):
+    the sampling diagnostics, or a grid rule's largest error check."""
+    text = (
         f"log p(x) = {figure(summary['log_px_mean'])} +- {figure(summary['log_px_stderr'])} nats"
         f" ({figure(summary['bpd'], 4)} bits/dim) over {summary['num_examples']} examples;"
+    )
+    if grid_error_text(summary):
+        return f"{text} {grid_error_text(summary)}"
+    return text + (
         f" ESS/K mean {summary['ess_mean']:.3g};"
         f" k-hat median {khat_text(summary['khat_median'])},"
         f" above 0.7: {share_text(summary['khat_share_above_0.7'])}"

@@ -17,13 +17,15 @@ KHAT_UNRELIABLE = 0.7
 @dataclass
 class PerExampleResults:
     """Estimates for N examples, each ``[N]``: dataset index, log p(x) (nats), normalised ESS,
-    variance of log w, and PSIS k-hat (NaN where K is too small to fit it)."""
+    variance of log w, PSIS k-hat (NaN where K is too small to fit it, or for a grid rule), and
+    a grid rule's error check (NaN for sampling estimators)."""
 
     index: torch.Tensor
     log_px: torch.Tensor
     ess: torch.Tensor
     log_weight_var: torch.Tensor
     khat: torch.Tensor
+    grid_error: torch.Tensor
 
     @classmethod
     def concatenate(cls, parts: Sequence[tuple[torch.Tensor, Estimate]]) -> PerExampleResults:
@@ -31,7 +33,7 @@ class PerExampleResults:
         columns = {f.name: [getattr(e, f.name).cpu() for _, e in parts] for f in fields(Estimate)}
         if not parts:
             empty = torch.empty(0, dtype=torch.float64)
-            return cls(torch.empty(0, dtype=torch.long), empty, empty, empty, empty)
+            return cls(torch.empty(0, dtype=torch.long), *[empty] * len(fields(Estimate)))
         return cls(
             index=torch.cat([i.cpu() for i, _ in parts]).long(),
             **{name: torch.cat(values) for name, values in columns.items()},
@@ -41,6 +43,7 @@ class PerExampleResults:
         """Mean log p(x) with its standard error, bits/dim of the mean, ESS and k-hat summaries."""
         log_px_mean, log_px_stderr = mean_and_stderr(self.log_px)
         khat = self.khat[torch.isfinite(self.khat)].double()
+        grid_error = self.grid_error[torch.isfinite(self.grid_error)].double()
         quantiles = (
             torch.quantile(khat, torch.tensor([0.5, 0.9], dtype=torch.float64)).tolist()
             if khat.numel()
@@ -62,13 +65,17 @@ class PerExampleResults:
                 (khat > KHAT_UNRELIABLE).double().mean().item() if khat.numel() else None
             ),
             "khat_undefined": int(self.khat.numel() - khat.numel()),
+            "grid_error_max": grid_error.max().item() if grid_error.numel() else None,
             "num_examples": int(self.index.numel()),
         }
 
     def rows(self) -> list[dict[str, float | int]]:
-        """One dict per example, in index order, for a per-example table."""
+        """One dict per example, in index order, for a per-example table (without the
+        ``grid_error`` column where no example has one)."""
         order = torch.argsort(self.index)
         names = [f.name for f in fields(self)]
+        if not torch.isfinite(self.grid_error).any():
+            names.remove("grid_error")
         return [
             {name: (int if name == "index" else float)(getattr(self, name)[i]) for name in names}
             for i in order.tolist()

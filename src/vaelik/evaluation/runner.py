@@ -72,7 +72,8 @@ def pick_device(name: str) -> torch.device:
 
 
 def write_results(output_dir: Path, results: PerExampleResults, summary: dict[str, Any]) -> None:
-    """Write ``per_example.csv`` (index, log_px, ess, log_weight_var, khat), ``summary.json``."""
+    """Write ``per_example.csv`` (index, log_px, ess, log_weight_var, khat, and a grid rule's
+    grid_error), ``summary.json``."""
     output_dir.mkdir(parents=True, exist_ok=True)
     rows = results.rows()
     with open(output_dir / "per_example.csv", "w", newline="") as handle:

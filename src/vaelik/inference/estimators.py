@@ -7,6 +7,7 @@ change here. Annealed importance sampling lives in :mod:`vaelik.inference.ais`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -25,21 +26,26 @@ from vaelik.models.vae import VAE
 @dataclass
 class Estimate:
     """Per-example results, each ``[B]`` float64: the log p(x) estimate and its diagnostics
-    (normalised ESS, variance of log w, PSIS k-hat; see :mod:`vaelik.inference.diagnostics`)."""
+    (normalised ESS, variance of log w, PSIS k-hat; see :mod:`vaelik.inference.diagnostics`),
+    and, for a deterministic rule (:mod:`vaelik.inference.quadrature`), its error check in nats
+    (NaN for sampling estimators)."""
 
     log_px: torch.Tensor
     ess: torch.Tensor
     log_weight_var: torch.Tensor
     khat: torch.Tensor
+    grid_error: torch.Tensor
 
     @classmethod
     def from_log_weights(cls, log_w: torch.Tensor) -> Estimate:
         """Reduce log-weights ``[K, B]``: log p_hat(x) = logsumexp_k log w_k - log K."""
+        log_px = log_mean_exp(log_w)
         return cls(
-            log_px=log_mean_exp(log_w),
+            log_px=log_px,
             ess=normalized_ess(log_w),
             log_weight_var=log_weight_variance(log_w),
             khat=pareto_khat(log_w),
+            grid_error=torch.full_like(log_px, math.nan),
         )
 
 
