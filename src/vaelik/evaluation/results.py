@@ -12,6 +12,8 @@ from vaelik.inference.estimators import Estimate
 from vaelik.metrics import bits_per_dim, mean_and_stderr
 
 KHAT_UNRELIABLE = 0.7
+# per-example checks that only some estimators make
+OPTIONAL_CHECKS = ("grid_error",)
 
 
 @dataclass
@@ -70,12 +72,13 @@ class PerExampleResults:
         }
 
     def rows(self) -> list[dict[str, float | int]]:
-        """One dict per example, in index order, for a per-example table (without the
-        ``grid_error`` column where no example has one)."""
+        """One dict per example, in index order, for a per-example table (without the columns
+        of checks that no example has)."""
         order = torch.argsort(self.index)
         names = [f.name for f in fields(self)]
-        if not torch.isfinite(self.grid_error).any():
-            names.remove("grid_error")
+        for name in OPTIONAL_CHECKS:
+            if not torch.isfinite(getattr(self, name)).any():
+                names.remove(name)
         return [
             {name: (int if name == "index" else float)(getattr(self, name)[i]) for name in names}
             for i in order.tolist()

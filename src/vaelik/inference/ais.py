@@ -19,7 +19,7 @@ import torch
 from vaelik.errors import ConfigError
 from vaelik.inference.estimators import LogWeightEstimator
 from vaelik.inference.log_weights import BatchChunk, batch_chunks, check_finite, check_positive
-from vaelik.inference.proposals import Proposal
+from vaelik.inference.proposals import PriorProposal, Proposal
 from vaelik.inference.streams import keyed_draws, standard_normal, stream_key
 from vaelik.models.vae import VAE
 
@@ -40,6 +40,53 @@ def annealing_schedule(
     return ((s - s[0]) / (s[-1] - s[0])).tolist()
 
 
+class StratifiedStart(Proposal):
+    """AIS's initial distribution s(z|x) = a p(z) + (1 - a) r(z|x): the prior mixed with the
+    run's proposal r, chain k of K starting from the prior exactly when k < a K.
+
+    With the components fixed per chain (stratified) rather than drawn, the AIS estimate stays
+    unbiased because a = (chains from the prior) / K exactly, and every example has chains
+    from both. The prior's chains can reach posterior modes that r (the encoder) misses, and
+    the prior's share of the intermediate densities lets r's chains leave a wrong mode too.
+    Noise: the prior's, then r's."""
+
+    def __init__(self, proposal: Proposal, prior_chains: int, num_chains: int) -> None:
+        self.proposal = proposal
+        self.prior_chains = prior_chains
+        self.share = prior_chains / num_chains
+        self.name = f"prior ({prior_chains} of {num_chains} chains) + {proposal.name}"
+
+    def check(self, model: VAE, needs_log_prob: bool = False) -> None:
+        self.proposal.check(model, needs_log_prob)
+
+    def noise_dims(self, model, posterior):
+        return model.prior.noise_dims + self.proposal.noise_dims(model, posterior)
+
+    def draw_noise(self, model, posterior, n):
+        return torch.cat(
+            [
+                torch.randn(n, model.prior.noise_dims, device=posterior.loc.device),
+                self.proposal.draw_noise(model, posterior, n),
+            ],
+            dim=-1,
+        )
+
+    def sample(self, model, posterior, noise):
+        from_prior = model.prior.sample(noise[..., : model.prior.noise_dims])
+        from_proposal, _ = self.proposal.sample(
+            model, posterior, noise[..., model.prior.noise_dims :]
+        )
+        chain = torch.arange(noise.shape[0], device=noise.device).view(-1, 1, 1)
+        z = torch.where(chain < self.prior_chains, from_prior, from_proposal)
+        return z, self.log_prob(model, posterior, z)
+
+    def log_prob(self, model, posterior, z):
+        return torch.logaddexp(
+            math.log(self.share) + model.prior.log_prob(z),
+            math.log1p(-self.share) + self.proposal.log_prob(model, posterior, z),
+        )
+
+
 class AnnealedImportanceSampling(LogWeightEstimator):
     """AIS with ``num_samples`` chains per example, ``num_steps`` intermediate distributions and
     HMC transitions of ``leapfrog_steps`` leapfrog steps.
@@ -49,8 +96,11 @@ class AnnealedImportanceSampling(LogWeightEstimator):
     so every transition still leaves its pi_t invariant. Random numbers come from per-example
     streams keyed by the dataset index and the step. The proposal is the chains' initial
     distribution; it must score latents (``log r(z|x)`` on the whole path), so ``proposal=prior``
-    is the one that works with every guide. Batches are cut into chunks of at most
-    ``chunk_size`` (chain, example) pairs; a chunk never splits an example's chains.
+    is the one that works with every guide. With ``prior_share`` = a > 0 the chains start
+    from the mixture a p(z) + (1 - a) r(z|x) instead, round(a K) of them from the prior
+    (:class:`StratifiedStart`).
+    Batches are cut into chunks of at most ``chunk_size`` (chain, example) pairs; a chunk never
+    splits an example's chains.
     """
 
     needs_log_prob = True
@@ -68,8 +118,12 @@ class AnnealedImportanceSampling(LogWeightEstimator):
         seed: int = 0,
         name: str = "ais",
         proposal: Proposal | None = None,
+        prior_share: float = 0.0,
     ) -> None:
         super().__init__(num_samples, chunk_size, seed, name, proposal)
+        if not 0 <= prior_share < 1:
+            raise ConfigError(f"estimator.prior_share must be in [0, 1), got {prior_share}")
+        self.prior_share = float(prior_share)
         self.num_steps = check_positive("estimator.num_steps", num_steps)
         self.leapfrog_steps = check_positive("estimator.leapfrog_steps", leapfrog_steps)
         if not step_size > 0:
@@ -81,10 +135,32 @@ class AnnealedImportanceSampling(LogWeightEstimator):
         self.target_accept = float(target_accept)
         self.adapt_step_size = adapt_step_size
 
+    def prior_chains(self, proposal: Proposal) -> int:
+        """How many of the K chains start from the prior: round(prior_share K), at least 1 and
+        at most K - 1 when prior_share > 0; 0 when the proposal is the prior already."""
+        if self.prior_share == 0 or isinstance(proposal, PriorProposal):
+            return 0
+        if self.num_samples < 2:
+            raise ConfigError(
+                f"estimator.prior_share={self.prior_share} needs at least 2 chains (one from "
+                f"the prior, one from the proposal), got estimator.num_samples={self.num_samples}"
+            )
+        return min(max(round(self.prior_share * self.num_samples), 1), self.num_samples - 1)
+
+    def start_for(self, proposal: Proposal) -> Proposal:
+        """The chains' initial distribution: the proposal, or the stratified prior mixture."""
+        if isinstance(proposal, StratifiedStart):
+            return proposal
+        chains = self.prior_chains(proposal)
+        return StratifiedStart(proposal, chains, self.num_samples) if chains else proposal
+
+    def proposal_for(self, proposal: Proposal) -> Proposal:
+        return self.start_for(super().proposal_for(proposal))
+
     def log_weights(
         self, model: VAE, x: torch.Tensor, index: torch.Tensor, proposal: Proposal
     ) -> torch.Tensor:
-        """AIS log-weights ``[K, B]`` in float64."""
+        """AIS log-weights ``[K, B]`` in float64 (the prior's chains first, if any)."""
         proposal = self.proposal_for(proposal)
         self.check(model, proposal)
         rows = max(1, self.chunk_size // self.num_samples)
