@@ -93,6 +93,7 @@ def test_callback_metrics_are_finite_and_consistent(trained_run):
         -metrics["val/log_px"] / (784 * math.log(2)), rel=1e-5
     )
     assert 0 < metrics["val/ess"] <= 1
+    assert 0 <= metrics["val/flagged"] <= 1
     assert metrics["val/log_px"] < 0
 
 
@@ -144,6 +145,9 @@ def test_eval_from_checkpoint_writes_table_and_summary(trained_run, tmp_path, mo
     mean, stderr = round(summary["log_px_mean"], 2), round(summary["log_px_stderr"], 2)
     assert f"log p(x) = {mean:.2f} +- {stderr:.2f} nats" in printed.out
     assert "k-hat median" in printed.out and f"wrote results to {out}" in printed.out
+    flagged = f"flagged: {100 * summary['flagged_share']:.1f}% (k-hat > 0.7)"
+    assert flagged in printed.out and summary["flag_rule"] == "k-hat > 0.7"
+    assert summary["flagged_share"] == summary["khat_share_above_0.7"]
     assert "25/25 examples" in printed.err
 
 

@@ -9,8 +9,15 @@ import pytest
 import scipy.stats as st
 import torch
 
+from vaelik.evaluation.results import PerExampleResults
 from vaelik.inference.ais import AnnealedImportanceSampling, annealing_schedule
-from vaelik.inference.diagnostics import generalized_pareto_shape, pareto_khat, pareto_tail_size
+from vaelik.inference.diagnostics import (
+    flag_unreliable,
+    generalized_pareto_shape,
+    pareto_khat,
+    pareto_tail_size,
+)
+from vaelik.inference.estimators import Estimate
 
 
 @pytest.mark.parametrize("shape", [-0.3, 0.2, 0.5, 0.9])
@@ -58,3 +65,24 @@ def test_annealing_schedules():
 def test_ais_bad_values_fail_clearly(kwargs, message):
     with pytest.raises(ValueError, match=message):
         AnnealedImportanceSampling(**kwargs)
+
+
+def test_an_estimate_is_flagged_by_k_hat_or_where_there_is_none_by_its_spread():
+    khat = torch.tensor([0.5, 0.9, math.nan, math.nan], dtype=torch.float64)
+    spread = torch.tensor([5.0, 0.1, 0.5, 2.0], dtype=torch.float64)
+    assert flag_unreliable(khat, spread).tolist() == [0.0, 1.0, 0.0, 1.0]
+    # heavy-tailed weights from K = 1000 draws are flagged by k-hat, 16 spread-out chains by
+    # their variance, and 16 chains that agree are not
+    gen = torch.Generator().manual_seed(0)
+    heavy = Estimate.from_log_weights(3 * torch.randn(1000, 2, generator=gen, dtype=torch.float64))
+    chains = torch.randn(16, 2, generator=gen, dtype=torch.float64) * torch.tensor([2.0, 0.1])
+    few = Estimate.from_log_weights(chains)
+    assert heavy.flagged.tolist() == [1.0, 1.0] and few.flagged.tolist() == [1.0, 0.0]
+    summaries = [
+        PerExampleResults.concatenate([(torch.arange(2), e)]).summary(1) for e in (heavy, few)
+    ]
+    assert [s["flag_rule"] for s in summaries] == [
+        "k-hat > 0.7",
+        "log-weight variance > 1 (K too small for a k-hat)",
+    ]
+    assert [s["flagged_share"] for s in summaries] == [1.0, 0.5]

@@ -85,9 +85,15 @@ def test_a_grid_coarser_than_the_posterior_is_reported():
     with pytest.warns(UserWarning, match="raise estimator.points"):
         coarse = Quadrature(points=60)(model, x, torch.arange(4), EncoderProposal())
     assert (coarse.grid_error > 0.3).all() and ((coarse.log_px - exact).abs() > 0.3).all()
+    assert (coarse.flagged == 1).all()
     fine = Quadrature(points=4000)(model, x, torch.arange(4), EncoderProposal())
     torch.testing.assert_close(fine.log_px, exact, rtol=0, atol=1e-3)
-    assert (fine.grid_error < 0.01).all()
+    assert (fine.grid_error < 0.01).all() and (fine.flagged == 0).all()
+    summary = PerExampleResults.concatenate([(torch.arange(4), coarse)]).summary(6)
+    assert (summary["flagged_share"], summary["flag_rule"]) == (
+        1.0,
+        "grid error above the rule's tolerance",
+    )
 
 
 def test_a_box_that_cuts_off_the_posterior_is_reported():

@@ -48,12 +48,18 @@ def estimate_text(summary: dict[str, Any]) -> str:
         f" ({figure(summary['bpd'], 4)} bits/dim) over {summary['num_examples']} examples;"
     )
     if grid_error_text(summary):
-        return f"{text} {grid_error_text(summary)}"
-    return text + (
-        f" ESS/K mean {summary['ess_mean']:.3g};"
-        f" k-hat median {khat_text(summary['khat_median'])},"
-        f" above 0.7: {share_text(summary['khat_share_above_0.7'])}"
-    )
+        text += f" {grid_error_text(summary)};"
+    else:
+        text += (
+            f" ESS/K mean {summary['ess_mean']:.3g};"
+            f" k-hat median {khat_text(summary['khat_median'])};"
+        )
+    return text + f" {flagged_text(summary)}"
+
+
+def flagged_text(summary: dict[str, Any]) -> str:
+    """The share of examples whose estimate its own check flags, and the rule."""
+    return f"flagged: {share_text(summary.get('flagged_share'))} ({summary.get('flag_rule')})"
 
 
 def report_written(folder: Path) -> None:

@@ -8,10 +8,10 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from vaelik.inference.diagnostics import KHAT_UNRELIABLE, LOG_WEIGHT_SPREAD
 from vaelik.inference.estimators import Estimate
 from vaelik.metrics import bits_per_dim, mean_and_stderr
 
-KHAT_UNRELIABLE = 0.7
 # per-example checks that only some estimators make
 OPTIONAL_CHECKS = ("grid_error",)
 
@@ -28,6 +28,7 @@ class PerExampleResults:
     log_weight_var: torch.Tensor
     khat: torch.Tensor
     grid_error: torch.Tensor
+    flagged: torch.Tensor
 
     @classmethod
     def concatenate(cls, parts: Sequence[tuple[torch.Tensor, Estimate]]) -> PerExampleResults:
@@ -68,8 +69,22 @@ class PerExampleResults:
             ),
             "khat_undefined": int(self.khat.numel() - khat.numel()),
             "grid_error_max": grid_error.max().item() if grid_error.numel() else None,
+            "flagged_share": self.flagged.double().mean().item() if self.flagged.numel() else None,
+            "flag_rule": self.flag_rule(),
             "num_examples": int(self.index.numel()),
         }
+
+    def flag_rule(self) -> str:
+        """What ``flagged`` means for these examples, in words."""
+        if torch.isfinite(self.grid_error).any():
+            return "grid error above the rule's tolerance"
+        has_khat = torch.isfinite(self.khat)
+        variance = f"log-weight variance > {LOG_WEIGHT_SPREAD:g}"
+        if has_khat.all():
+            return f"k-hat > {KHAT_UNRELIABLE}"
+        if not has_khat.any():
+            return f"{variance} (K too small for a k-hat)"
+        return f"k-hat > {KHAT_UNRELIABLE}, or {variance} where there is no k-hat"
 
     def rows(self) -> list[dict[str, float | int]]:
         """One dict per example, in index order, for a per-example table (without the columns

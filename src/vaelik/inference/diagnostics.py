@@ -30,6 +30,20 @@ def log_weight_variance(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
 
 #: the fewest samples whose Pareto tail is long enough (5) for a k-hat
 KHAT_MIN_SAMPLES = 25
+#: above this k-hat the weights have effectively infinite variance (Vehtari et al. 2024)
+KHAT_UNRELIABLE = 0.7
+#: where there is no k-hat (K < 25, e.g. AIS's chains): a variance of log w above this
+#: (nats^2) means the estimate rests on a few of the draws or chains
+LOG_WEIGHT_SPREAD = 1.0
+
+
+def flag_unreliable(khat: torch.Tensor, log_weight_var: torch.Tensor) -> torch.Tensor:
+    """Per example ``[B]`` (float64, 1 = flagged): k-hat > 0.7 where k-hat is defined, else
+    a variance of the log-weights above 1."""
+    flagged = torch.where(
+        torch.isfinite(khat), khat > KHAT_UNRELIABLE, log_weight_var > LOG_WEIGHT_SPREAD
+    )
+    return flagged.double()
 
 
 def pareto_tail_size(num_samples: int) -> int:

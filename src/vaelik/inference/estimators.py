@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from vaelik.inference.diagnostics import (
+    flag_unreliable,
     log_mean_exp,
     log_weight_variance,
     normalized_ess,
@@ -28,24 +29,30 @@ class Estimate:
     """Per-example results, each ``[B]`` float64: the log p(x) estimate and its diagnostics
     (normalised ESS, variance of log w, PSIS k-hat; see :mod:`vaelik.inference.diagnostics`),
     and, for a deterministic rule (:mod:`vaelik.inference.quadrature`), its error check in nats
-    (NaN for sampling estimators)."""
+    (NaN for sampling estimators); ``flagged`` is 1 where the estimator's own check says the
+    estimate should not be trusted (:func:`~vaelik.inference.diagnostics.flag_unreliable`, or
+    the grid error above the rule's tolerance), else 0."""
 
     log_px: torch.Tensor
     ess: torch.Tensor
     log_weight_var: torch.Tensor
     khat: torch.Tensor
     grid_error: torch.Tensor
+    flagged: torch.Tensor
 
     @classmethod
     def from_log_weights(cls, log_w: torch.Tensor) -> Estimate:
         """Reduce log-weights ``[K, B]``: log p_hat(x) = logsumexp_k log w_k - log K."""
         log_px = log_mean_exp(log_w)
+        log_weight_var = log_weight_variance(log_w)
+        khat = pareto_khat(log_w)
         return cls(
             log_px=log_px,
             ess=normalized_ess(log_w),
-            log_weight_var=log_weight_variance(log_w),
-            khat=pareto_khat(log_w),
+            log_weight_var=log_weight_var,
+            khat=khat,
             grid_error=torch.full_like(log_px, math.nan),
+            flagged=flag_unreliable(khat, log_weight_var),
         )
 
 

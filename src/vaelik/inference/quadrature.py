@@ -166,7 +166,8 @@ class Quadrature(LogWeightEstimator):
         estimate = Estimate.from_log_weights(log_w)
         estimate.khat = torch.full_like(estimate.log_px, math.nan)  # a lattice is not a sample
         estimate.grid_error = self.grid_error(log_w, model.latent_dim)
-        unconverged = int((estimate.grid_error > self.tolerance).sum())
+        estimate.flagged = (estimate.grid_error > self.tolerance).double()
+        unconverged = int(estimate.flagged.sum())
         if unconverged:
             warnings.warn(
                 f"quadrature: {unconverged} of {x.shape[0]} examples changed by more than "

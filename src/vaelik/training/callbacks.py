@@ -127,6 +127,8 @@ class LogLikelihoodCallback(pl.Callback):
             "val/bpd": summary["bpd"],
             "val/ess": summary["ess_mean"],
             "val/khat": summary["khat_mean"],
+            # share of the examples whose estimate its own check flags (k-hat > 0.7, ...)
+            "val/flagged": summary["flagged_share"],
         }
         for key, value in metrics.items():
             if value is None:
