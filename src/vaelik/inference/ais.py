@@ -24,6 +24,8 @@ from vaelik.inference.streams import keyed_draws, standard_normal, stream_key
 from vaelik.models.vae import VAE
 
 SCHEDULES = ("sigmoid", "linear")
+# mixed into the stream keys of reverse AIS, so that it never reuses the forward chains' noise
+REVERSE_STREAM = 1
 
 
 def annealing_schedule(
@@ -171,11 +173,49 @@ class AnnealedImportanceSampling(LogWeightEstimator):
             log_w[:, chunk.rows] = self._anneal(model, x[chunk.rows], chunk, proposal)
         return check_finite(log_w, "AIS log-weights")
 
-    def _anneal(
-        self, model: VAE, x: torch.Tensor, chunk: BatchChunk, proposal: Proposal
+    @torch.no_grad()
+    def reverse_log_weights(
+        self,
+        model: VAE,
+        x: torch.Tensor,
+        index: torch.Tensor,
+        z_exact: torch.Tensor,
+        proposal: Proposal,
     ) -> torch.Tensor:
-        """Run the K chains of the examples ``x [b, ...]``; returns their log-weights ``[K, b]``."""
+        """Reverse AIS (Grosse, Ghahramani & Adams 2015) log-weights ``[K, B]`` (float64).
+
+        The K chains of each example start at ``z_exact [B, L]``, an exact sample of its
+        posterior (for data simulated from the model: the latent that generated it), and run
+        the path backwards, from p(z|x) at beta = 1 to the start distribution at beta = 0,
+        adding (beta_{t-1} - beta_t) [log p(x, z) - log r(z|x)] at each step. exp(log w) is an
+        unbiased estimate of 1 / p(x), so -log (1/K) sum_k w_k is a stochastic upper bound on
+        log p(x), as the forward estimate is a lower one: their gap bounds the error of
+        forward AIS with this schedule on data like ``x``.
+        """
+        proposal = self.proposal_for(proposal)
+        self.check(model, proposal)
+        rows = max(1, self.chunk_size // self.num_samples)
+        log_w = torch.empty(self.num_samples, x.shape[0], dtype=torch.float64, device=x.device)
+        for chunk in batch_chunks(model, x, index, rows, self.seed):
+            start = z_exact[chunk.rows].unsqueeze(0).expand(self.num_samples, -1, -1)
+            log_w[:, chunk.rows] = self._anneal(
+                model, x[chunk.rows], chunk, proposal, start=start.contiguous()
+            )
+        return check_finite(log_w, "reverse AIS log-weights")
+
+    def _anneal(
+        self,
+        model: VAE,
+        x: torch.Tensor,
+        chunk: BatchChunk,
+        proposal: Proposal,
+        start: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Run the K chains of the examples ``x [b, ...]``; returns their log-weights ``[K, b]``.
+        From ``start [K, b, L]`` (exact posterior samples) the path runs backwards."""
         posterior = chunk.posterior
+        reverse = start is not None
+        betas = self.betas[::-1] if reverse else self.betas
 
         def densities(z: torch.Tensor, beta: float, grad: bool):
             """log r(z), log p(x, z) ``[K, b]``; with ``grad`` also d log pi_beta / dz."""
@@ -189,18 +229,23 @@ class AnnealedImportanceSampling(LogWeightEstimator):
                 (gradient,) = torch.autograd.grad(target.sum(), z)
             return log_r.detach(), log_joint.detach(), gradient
 
-        with torch.no_grad():
-            z, _ = proposal.sample(
-                model, posterior, chunk.noise(model, proposal, 0, self.num_samples)
-            )
+        if start is None:
+            with torch.no_grad():
+                z, _ = proposal.sample(
+                    model, posterior, chunk.noise(model, proposal, 0, self.num_samples)
+                )
+        else:
+            z = start
         standard_normals = standard_normal(z.shape[-1] + 1, z.device)
-        log_r, log_joint, _ = densities(z, 0.0, grad=False)
+        log_r, log_joint, _ = densities(z, betas[0], grad=False)
         log_w = torch.zeros(z.shape[:2], dtype=torch.float64, device=z.device)
         step = torch.full((1, z.shape[1], 1), self.step_size, device=z.device)
         for t in range(1, self.num_steps + 1):
-            beta, previous = self.betas[t], self.betas[t - 1]
+            beta, previous = betas[t], betas[t - 1]
             log_w += (beta - previous) * (log_joint.double() - log_r.double())
-            keys = [stream_key(key, t) for key in chunk.keys]
+            keys = [
+                stream_key(key, t, *([REVERSE_STREAM] if reverse else [])) for key in chunk.keys
+            ]
             noise = keyed_draws(standard_normals, keys, 0, self.num_samples)
             momentum, uniform = noise[..., :-1], torch.special.ndtr(noise[..., -1])
             z, log_r, log_joint, accepted = self._hmc(z, momentum, uniform, beta, step, densities)
