@@ -19,7 +19,7 @@ import torch
 from hydra.errors import InstantiationException
 
 from conftest import run_cli, run_cli_failing, user_error
-from vaelik.cli import USER_ERROR_EXIT, convergence, evaluate, train
+from vaelik.cli import USER_ERROR_EXIT, bdmc, convergence, evaluate, train
 from vaelik.errors import ConfigError
 from vaelik.progress import PlainProgress, clock
 from vaelik.training.fit import warn_if_unbounded
@@ -219,6 +219,24 @@ def test_eval_by_quadrature_on_a_two_dimensional_latent(tmp_path, monkeypatch, c
     assert exact == pytest.approx(summary["log_px_mean"], abs=0.01)  # 400 vs 100 points
     # naive Monte Carlo climbs towards it from below
     assert rows["prior", 1]["log_px_mean"] < rows["prior", 3000]["log_px_mean"] < exact
+
+
+def test_bdmc_sandwiches_log_px_on_simulated_data_and_tightens(
+    trained_run, tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "bdmc"
+    argv = [f"ckpt_path={trained_run}/checkpoints/last.ckpt", "num_examples=6", "num_steps=[2,40]"]
+    run_cli(bdmc.main, [*argv, "ais.leapfrog_steps=3", f"hydra.run.dir={out}"], monkeypatch)
+    rows = json.loads((out / "bdmc.json").read_text())
+    assert [r["num_steps"] for r in rows] == [2, 40]
+    short, long = rows
+    assert short["gap_mean"] > long["gap_mean"] > 0
+    assert short["lower_mean"] < long["lower_mean"] and long["upper_mean"] < short["upper_mean"]
+    with open(out / "per_example.csv") as handle:
+        table = list(csv.DictReader(handle))
+    assert len(table) == 6 and all(float(r["lower_40"]) < float(r["upper_2"]) for r in table)
+    printed = capsys.readouterr().out
+    assert "AIS    40 steps: log p(x) between" in printed and f"wrote results to {out}" in printed
 
 
 def test_quadrature_refuses_a_latent_of_more_than_two_dimensions(

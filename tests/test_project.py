@@ -128,7 +128,7 @@ def test_an_installed_wheel_carries_the_config_tree_and_runs_from_any_folder(tmp
         "from hydra import compose, initialize_config_dir\n"
         "from vaelik.config import config_dir\n"
         "for folder, name in [('', 'train'), ('', 'eval'), ('', 'convergence'),\n"
-        "                     ('', 'results'), ('deadline', 'deadline')]:\n"
+        "                     ('', 'results'), ('', 'bdmc'), ('deadline', 'deadline')]:\n"
         "    tree = f'{config_dir()}/{folder}'\n"
         "    with initialize_config_dir(config_dir=tree, version_base='1.3'):\n"
         "        compose(name, overrides=['paths.output_dir=out'])\n"
