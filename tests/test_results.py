@@ -76,6 +76,7 @@ def test_results_table_has_a_row_per_checkpoint(checkpoint, tmp_path, monkeypatc
     for row in rows:
         assert math.isfinite(float(row["log_px"])) and float(row["log_px_stderr"]) > 0
         assert math.isfinite(float(row["ais_gap"])) and row["ais_examples"] == "3"
+        assert float(row["ais_disagree_share"]) in (0.0, 1 / 3, 2 / 3, 1.0)
         assert row["epochs"] == "2" and float(row["train_hours"]) > 0
         assert row["num_examples"] == "10" and row["num_samples"] == "8"
     assert rows[0]["log_px"] == rows[1]["log_px"]  # the same checkpoint, the same noise
