@@ -119,6 +119,13 @@ def test_impossible_prior_shares_are_refused(kwargs, message):
         ais(**kwargs)
 
 
-def test_a_mixed_start_needs_two_chains():
-    with pytest.raises(ConfigError, match="at least 2 chains"):
-        ais(prior_share=0.5, num_samples=1).proposal_for(EncoderProposal())
+def test_a_single_chain_starts_from_the_proposal():
+    """K = 1 (as in a convergence table's first column) cannot be split: no prior chain."""
+    assert ais(prior_share=0.5, num_samples=1).proposal_for(EncoderProposal()).name == "encoder"
+
+
+def test_a_nan_spread_or_grid_error_is_flagged_not_passed():
+    from vaelik.inference.diagnostics import flag_unreliable
+
+    nan = torch.tensor([math.nan], dtype=torch.float64)
+    assert flag_unreliable(nan, nan).tolist() == [1.0]

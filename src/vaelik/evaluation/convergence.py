@@ -179,7 +179,7 @@ def convergence(cfg: DictConfig) -> list[dict[str, Any]]:
             estimator, proposal = instantiate(choice.estimator), instantiate(choice.proposal)
             estimator.check(model, proposal)  # fail now, not after the other pairs have run
             pairs.append((estimator, proposal))
-            if estimator.proposal_for(proposal) is not proposal:
+            if estimator.fixed_proposal is not None:
                 break  # the estimator fixes its own proposal: one line is enough
     rows: list[dict[str, Any]] = []
     for estimator, proposal in pairs:

@@ -46,7 +46,7 @@ class PerExampleResults:
         """Mean log p(x) with its standard error, bits/dim of the mean, ESS and k-hat summaries."""
         log_px_mean, log_px_stderr = mean_and_stderr(self.log_px)
         khat = self.khat[torch.isfinite(self.khat)].double()
-        grid_error = self.grid_error[torch.isfinite(self.grid_error)].double()
+        grid_error = self.grid_error[~torch.isnan(self.grid_error)].double()
         quantiles = (
             torch.quantile(khat, torch.tensor([0.5, 0.9], dtype=torch.float64)).tolist()
             if khat.numel()
@@ -76,7 +76,7 @@ class PerExampleResults:
 
     def flag_rule(self) -> str:
         """What ``flagged`` means for these examples, in words."""
-        if torch.isfinite(self.grid_error).any():
+        if not torch.isnan(self.grid_error).all():
             return "grid error above the rule's tolerance"
         has_khat = torch.isfinite(self.khat)
         variance = f"log-weight variance > {LOG_WEIGHT_SPREAD:g}"
@@ -92,7 +92,7 @@ class PerExampleResults:
         order = torch.argsort(self.index)
         names = [f.name for f in fields(self)]
         for name in OPTIONAL_CHECKS:
-            if not torch.isfinite(getattr(self, name)).any():
+            if torch.isnan(getattr(self, name)).all():
                 names.remove(name)
         return [
             {name: (int if name == "index" else float)(getattr(self, name)[i]) for name in names}

@@ -139,14 +139,10 @@ class AnnealedImportanceSampling(LogWeightEstimator):
 
     def prior_chains(self, proposal: Proposal) -> int:
         """How many of the K chains start from the prior: round(prior_share K), at least 1 and
-        at most K - 1 when prior_share > 0; 0 when the proposal is the prior already."""
-        if self.prior_share == 0 or isinstance(proposal, PriorProposal):
+        at most K - 1 when prior_share > 0; 0 when the proposal is the prior already, and 0
+        with a single chain (it cannot be split, e.g. at K = 1 of a convergence table)."""
+        if self.prior_share == 0 or isinstance(proposal, PriorProposal) or self.num_samples < 2:
             return 0
-        if self.num_samples < 2:
-            raise ConfigError(
-                f"estimator.prior_share={self.prior_share} needs at least 2 chains (one from "
-                f"the prior, one from the proposal), got estimator.num_samples={self.num_samples}"
-            )
         return min(max(round(self.prior_share * self.num_samples), 1), self.num_samples - 1)
 
     def start_for(self, proposal: Proposal) -> Proposal:

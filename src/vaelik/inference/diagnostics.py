@@ -41,8 +41,8 @@ def flag_unreliable(khat: torch.Tensor, log_weight_var: torch.Tensor) -> torch.T
     """Per example ``[B]`` (float64, 1 = flagged): k-hat > 0.7 where k-hat is defined, else
     a variance of the log-weights above 1."""
     flagged = torch.where(
-        torch.isfinite(khat), khat > KHAT_UNRELIABLE, log_weight_var > LOG_WEIGHT_SPREAD
-    )
+        torch.isfinite(khat), khat > KHAT_UNRELIABLE, ~(log_weight_var <= LOG_WEIGHT_SPREAD)
+    )  # a NaN variance (a -inf log-weight) is flagged, never passed
     return flagged.double()
 
 

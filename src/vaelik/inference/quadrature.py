@@ -14,14 +14,16 @@ than any power of h (for a Gaussian bump of width sigma its relative error is ab
 ``2 exp(-2 pi^2 sigma^2 / h^2)``: 1e-8 at h = sigma), so two checks per example say whether it
 has converged:
 
-- resolution: the same rule on every second centre in each dimension (spacing 2h). Once the
+- resolution: the same sum over every second centre in each dimension (a lattice of spacing 2h,
+  offset by h/2 from the midpoints of 2h cells, which converges the same way). Once the
   full rule has converged, its own error is far smaller than its difference from this one;
   far from convergence the difference is only a flag, not a bound;
 - truncation: the share of the integral in the outermost ring of cells, which is large when the
-  integrand has not decayed at the edge of the box.
+  integrand has not decayed at the edge of the box (a flag for mass beyond the box, not a bound
+  on it: for Gaussian tails that mass is several times the ring's share).
 
-``grid_error`` = |full - half-resolution| + ring share, in nats (log(1 + s) <= s): the figure to
-hold against the tolerance. A posterior narrower than about h, or with mass beyond ``b``, shows
+``grid_error`` = |full - half-resolution| + ring share, in nats: the figure to hold against the
+tolerance. A posterior narrower than about h, or with mass beyond ``b``, shows
 up there; raise ``points`` or ``bound``.
 """
 
@@ -166,7 +168,8 @@ class Quadrature(LogWeightEstimator):
         estimate = Estimate.from_log_weights(log_w)
         estimate.khat = torch.full_like(estimate.log_px, math.nan)  # a lattice is not a sample
         estimate.grid_error = self.grid_error(log_w, model.latent_dim)
-        estimate.flagged = (estimate.grid_error > self.tolerance).double()
+        # NaN (no cell with any mass) counts as unconverged
+        estimate.flagged = (~(estimate.grid_error <= self.tolerance)).double()
         unconverged = int(estimate.flagged.sum())
         if unconverged:
             warnings.warn(
