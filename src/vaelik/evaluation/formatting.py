@@ -47,8 +47,9 @@ def estimate_text(summary: dict[str, Any]) -> str:
         f"log p(x) = {figure(summary['log_px_mean'])} +- {figure(summary['log_px_stderr'])} nats"
         f" ({figure(summary['bpd'], 4)} bits/dim) over {summary['num_examples']} examples;"
     )
-    if grid_error_text(summary):
-        text += f" {grid_error_text(summary)};"
+    grid_error = grid_error_text(summary)
+    if grid_error:
+        text += f" {grid_error};"
     else:
         text += (
             f" ESS/K mean {summary['ess_mean']:.3g};"

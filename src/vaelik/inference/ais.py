@@ -159,17 +159,8 @@ class AnnealedImportanceSampling(LogWeightEstimator):
         self, model: VAE, x: torch.Tensor, index: torch.Tensor, proposal: Proposal
     ) -> torch.Tensor:
         """AIS log-weights ``[K, B]`` in float64 (the prior's chains first, if any)."""
-        proposal = self.proposal_for(proposal)
-        self.check(model, proposal)
-        rows = max(1, self.chunk_size // self.num_samples)
-        log_w = torch.empty(self.num_samples, x.shape[0], dtype=torch.float64, device=x.device)
-        with torch.no_grad():
-            chunks = list(batch_chunks(model, x, index, rows, self.seed))
-        for chunk in chunks:
-            log_w[:, chunk.rows] = self._anneal(model, x[chunk.rows], chunk, proposal)
-        return check_finite(log_w, "AIS log-weights")
+        return self._run_chains(model, x, index, proposal, z_exact=None)
 
-    @torch.no_grad()
     def reverse_log_weights(
         self,
         model: VAE,
@@ -188,16 +179,32 @@ class AnnealedImportanceSampling(LogWeightEstimator):
         log p(x), as the forward estimate is a lower one: their gap bounds the error of
         forward AIS with this schedule on data like ``x``.
         """
+        return self._run_chains(model, x, index, proposal, z_exact=z_exact)
+
+    def _run_chains(
+        self,
+        model: VAE,
+        x: torch.Tensor,
+        index: torch.Tensor,
+        proposal: Proposal,
+        z_exact: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """The K chains of every example of ``x``, in chunks of at most ``chunk_size`` (chain,
+        example) pairs: forward from the start distribution, or, given ``z_exact [B, L]``,
+        backwards from it. Log-weights ``[K, B]`` in float64."""
         proposal = self.proposal_for(proposal)
         self.check(model, proposal)
         rows = max(1, self.chunk_size // self.num_samples)
         log_w = torch.empty(self.num_samples, x.shape[0], dtype=torch.float64, device=x.device)
-        for chunk in batch_chunks(model, x, index, rows, self.seed):
-            start = z_exact[chunk.rows].unsqueeze(0).expand(self.num_samples, -1, -1)
-            log_w[:, chunk.rows] = self._anneal(
-                model, x[chunk.rows], chunk, proposal, start=start.contiguous()
-            )
-        return check_finite(log_w, "reverse AIS log-weights")
+        with torch.no_grad():
+            chunks = list(batch_chunks(model, x, index, rows, self.seed))
+        for chunk in chunks:
+            start = None
+            if z_exact is not None:
+                start = z_exact[chunk.rows].unsqueeze(0).expand(self.num_samples, -1, -1)
+            log_w[:, chunk.rows] = self._anneal(model, x[chunk.rows], chunk, proposal, start)
+        what = "AIS log-weights" if z_exact is None else "reverse AIS log-weights"
+        return check_finite(log_w, what)
 
     def _anneal(
         self,
@@ -212,6 +219,7 @@ class AnnealedImportanceSampling(LogWeightEstimator):
         posterior = chunk.posterior
         reverse = start is not None
         betas = self.betas[::-1] if reverse else self.betas
+        direction = (REVERSE_STREAM,) if reverse else ()  # reverse chains draw their own noise
 
         def densities(z: torch.Tensor, beta: float, grad: bool):
             """log r(z), log p(x, z) ``[K, b]``; with ``grad`` also d log pi_beta / dz."""
@@ -231,7 +239,7 @@ class AnnealedImportanceSampling(LogWeightEstimator):
                     model, posterior, chunk.noise(model, proposal, 0, self.num_samples)
                 )
         else:
-            z = start
+            z = start.contiguous()
         standard_normals = standard_normal(z.shape[-1] + 1, z.device)
         log_r, log_joint, _ = densities(z, betas[0], grad=False)
         log_w = torch.zeros(z.shape[:2], dtype=torch.float64, device=z.device)
@@ -239,9 +247,7 @@ class AnnealedImportanceSampling(LogWeightEstimator):
         for t in range(1, self.num_steps + 1):
             beta, previous = betas[t], betas[t - 1]
             log_w += (beta - previous) * (log_joint.double() - log_r.double())
-            keys = [
-                stream_key(key, t, *([REVERSE_STREAM] if reverse else [])) for key in chunk.keys
-            ]
+            keys = [stream_key(key, t, *direction) for key in chunk.keys]
             noise = keyed_draws(standard_normals, keys, 0, self.num_samples)
             momentum, uniform = noise[..., :-1], torch.special.ndtr(noise[..., -1])
             z, log_r, log_joint, accepted = self._hmc(z, momentum, uniform, beta, step, densities)

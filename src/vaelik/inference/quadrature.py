@@ -35,6 +35,7 @@ import warnings
 import torch
 
 from vaelik.errors import ConfigError, UnsupportedCombinationError
+from vaelik.inference.diagnostics import log_mean_exp, log_weight_variance, normalized_ess
 from vaelik.inference.estimators import Estimate, LogWeightEstimator
 from vaelik.inference.log_weights import check_finite, check_positive
 from vaelik.inference.proposals import Proposal
@@ -165,11 +166,17 @@ class Quadrature(LogWeightEstimator):
         self, model: VAE, x: torch.Tensor, index: torch.Tensor, proposal: Proposal
     ) -> Estimate:
         log_w = self.log_weights(model, x, index, proposal)
-        estimate = Estimate.from_log_weights(log_w)
-        estimate.khat = torch.full_like(estimate.log_px, math.nan)  # a lattice is not a sample
-        estimate.grid_error = self.grid_error(log_w, model.latent_dim)
-        # NaN (no cell with any mass) counts as unconverged
-        estimate.flagged = (~(estimate.grid_error <= self.tolerance)).double()
+        log_px = log_mean_exp(log_w)
+        grid_error = self.grid_error(log_w, model.latent_dim)
+        estimate = Estimate(
+            log_px=log_px,
+            ess=normalized_ess(log_w),
+            log_weight_var=log_weight_variance(log_w),
+            khat=torch.full_like(log_px, math.nan),  # a lattice is not a sample: no PSIS fit
+            grid_error=grid_error,
+            # NaN (no cell with any mass) counts as unconverged
+            flagged=(~(grid_error <= self.tolerance)).double(),
+        )
         unconverged = int(estimate.flagged.sum())
         if unconverged:
             warnings.warn(
