@@ -30,8 +30,8 @@ def simulated():
 
 def bounds(model, x, z, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     ais = AnnealedImportanceSampling(
-        num_samples=4, num_steps=steps, leapfrog_steps=5, step_size=0.05
-    )
+        num_samples=4, num_steps=steps, leapfrog_steps=5, step_size=0.05, prior_share=0
+    )  # the chains start from the poor encoder
     index = torch.arange(len(x))
     lower = ais(model, x, index, EncoderProposal()).log_px
     upper = -log_mean_exp(ais.reverse_log_weights(model, x, index, z, EncoderProposal()))

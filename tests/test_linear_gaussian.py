@@ -151,7 +151,7 @@ def test_ais_does_not_depend_on_how_the_batch_is_cut(problem):
     weight, bias, x, _ = problem
     model = linear_gaussian_vae(weight, bias, NOISE, posterior_error=0.3)
     index = torch.arange(12)
-    common = dict(num_samples=4, num_steps=20, leapfrog_steps=3)
+    common = dict(num_samples=4, num_steps=20, leapfrog_steps=3, prior_share=0.25)
     whole = AnnealedImportanceSampling(**common, chunk_size=1000)(
         model, x, index, EncoderProposal()
     )

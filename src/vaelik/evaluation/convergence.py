@@ -63,7 +63,7 @@ def convergence_rows(
     seconds: dict[int, float] = dict.fromkeys(ks, 0.0)
     model.eval()
     local = shard(indices)
-    label = f"{estimator.name}, {estimator.proposal_for(proposal).name}, K up to {ks[-1]}"
+    label = f"{estimator.name}, {estimator.proposal_for(model, proposal).name}, K up to {ks[-1]}"
     label += share_note(world()[1])
     with example_progress(len(local), label, progress and world()[0] == 0) as advance:
         for x, index in DataLoader(Subset(dataset, local), batch_size=batch_size):
@@ -94,7 +94,7 @@ def convergence_rows(
         rows.append(
             {
                 "estimator": estimator.name,
-                "proposal": estimator.proposal_for(proposal).name,
+                "proposal": estimator.proposal_for(model, proposal).name,
                 "num_samples": k,
                 **summary,
                 "seconds": seconds[ks[-1]] if nested or exact else seconds[k],

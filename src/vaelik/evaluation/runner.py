@@ -138,7 +138,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         **results.summary(datamodule.num_dims),
         "num_samples": estimator.num_samples,
         "estimator": estimator.name,
-        "proposal": estimator.proposal_for(proposal).name,
+        "proposal": estimator.proposal_for(model, proposal).name,
         "split": cfg.split,
         "seconds": seconds,
         "samples_per_second": count * estimator.num_samples / seconds,

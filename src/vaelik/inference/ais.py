@@ -24,6 +24,12 @@ from vaelik.inference.streams import keyed_draws, standard_normal, stream_key
 from vaelik.models.vae import VAE
 
 SCHEDULES = ("sigmoid", "linear")
+AUTO = "auto"
+#: ``prior_share: auto`` starts every chain from the prior for latents of at most this many
+#: dimensions (a few chains from p(z) cover every posterior mode there; measured in the README)
+#: and every chain from the proposal above (where a path from p(z) of the same length is nats
+#: worse than one from the encoder)
+PRIOR_START_MAX_DIM = 2
 # mixed into the stream keys of reverse AIS, so that it never reuses the forward chains' noise
 REVERSE_STREAM = 1
 
@@ -40,6 +46,21 @@ def annealing_schedule(
         return t.tolist()
     s = torch.sigmoid(sharpness * (2 * t - 1))
     return ((s - s[0]) / (s[-1] - s[0])).tolist()
+
+
+def checked_prior_share(value: float | str) -> float | str:
+    """``auto`` or a share in [0, 1]; anything else is a ConfigError naming the choices."""
+    if value == AUTO:
+        return AUTO
+    try:
+        share = float(value)
+    except (TypeError, ValueError):
+        share = math.nan
+    if not 0 <= share <= 1:
+        raise ConfigError(
+            f"estimator.prior_share must be auto or a number in [0, 1], got {value!r}"
+        )
+    return share
 
 
 class StratifiedStart(Proposal):
@@ -96,11 +117,15 @@ class AnnealedImportanceSampling(LogWeightEstimator):
     The leapfrog step size is kept per example and adapted during the run towards an acceptance
     rate of ``target_accept`` (times 1.02 above it, 0.98 below), which depends only on the past,
     so every transition still leaves its pi_t invariant. Random numbers come from per-example
-    streams keyed by the dataset index and the step. The proposal is the chains' initial
-    distribution; it must score latents (``log r(z|x)`` on the whole path), so ``proposal=prior``
-    is the one that works with every guide. With ``prior_share`` = a > 0 the chains start
-    from the mixture a p(z) + (1 - a) r(z|x) instead, round(a K) of them from the prior
-    (:class:`StratifiedStart`).
+    streams keyed by the dataset index and the step.
+
+    Where the chains start (r above) is set by ``prior_share`` = a: the run's proposal for
+    a = 0 (it must score latents, ``log r(z|x)`` on the whole path), the prior for a = 1 (the
+    path of Wu et al. 2017, which works with every guide), and in between the mixture
+    a p(z) + (1 - a) r(z|x), round(a K) chains from the prior (:class:`StratifiedStart`).
+    ``auto`` (the default) is 1 for latents of at most :data:`PRIOR_START_MAX_DIM` dimensions,
+    where chains from the proposal can all fall into a mode that misses most of the mass and
+    chains from the prior find every mode, and 0 above.
     Batches are cut into chunks of at most ``chunk_size`` (chain, example) pairs; a chunk never
     splits an example's chains.
     """
@@ -120,12 +145,10 @@ class AnnealedImportanceSampling(LogWeightEstimator):
         seed: int = 0,
         name: str = "ais",
         proposal: Proposal | None = None,
-        prior_share: float = 0.0,
+        prior_share: float | str = "auto",
     ) -> None:
         super().__init__(num_samples, chunk_size, seed, name, proposal)
-        if not 0 <= prior_share < 1:
-            raise ConfigError(f"estimator.prior_share must be in [0, 1), got {prior_share}")
-        self.prior_share = float(prior_share)
+        self.prior_share = checked_prior_share(prior_share)
         self.num_steps = check_positive("estimator.num_steps", num_steps)
         self.leapfrog_steps = check_positive("estimator.leapfrog_steps", leapfrog_steps)
         if not step_size > 0:
@@ -137,23 +160,27 @@ class AnnealedImportanceSampling(LogWeightEstimator):
         self.target_accept = float(target_accept)
         self.adapt_step_size = adapt_step_size
 
-    def prior_chains(self, proposal: Proposal) -> int:
-        """How many of the K chains start from the prior: round(prior_share K), at least 1 and
-        at most K - 1 when prior_share > 0; 0 when the proposal is the prior already, and 0
-        with a single chain (it cannot be split, e.g. at K = 1 of a convergence table)."""
-        if self.prior_share == 0 or isinstance(proposal, PriorProposal) or self.num_samples < 2:
-            return 0
-        return min(max(round(self.prior_share * self.num_samples), 1), self.num_samples - 1)
+    def share_for(self, model: VAE) -> float:
+        """The prior's share of the start for ``model``: ``prior_share``, or, for ``auto``, 1
+        up to :data:`PRIOR_START_MAX_DIM` latent dimensions and 0 above."""
+        if self.prior_share != AUTO:
+            return float(self.prior_share)
+        return 1.0 if model.latent_dim <= PRIOR_START_MAX_DIM else 0.0
 
-    def start_for(self, proposal: Proposal) -> Proposal:
-        """The chains' initial distribution: the proposal, or the stratified prior mixture."""
-        if isinstance(proposal, StratifiedStart):
+    def start_for(self, model: VAE, proposal: Proposal) -> Proposal:
+        """The chains' initial distribution for ``model``: the prior (share 1), the run's
+        ``proposal`` (share 0, or a single chain, which cannot be split, as at K = 1 of a
+        convergence table), or else the stratified mixture with round(share K) chains from the
+        prior, at least 1 and at most K - 1."""
+        share, k = self.share_for(model), self.num_samples
+        if share == 1:
+            return PriorProposal()
+        if share == 0 or k < 2 or isinstance(proposal, (PriorProposal, StratifiedStart)):
             return proposal
-        chains = self.prior_chains(proposal)
-        return StratifiedStart(proposal, chains, self.num_samples) if chains else proposal
+        return StratifiedStart(proposal, min(max(round(share * k), 1), k - 1), k)
 
-    def proposal_for(self, proposal: Proposal) -> Proposal:
-        return self.start_for(super().proposal_for(proposal))
+    def proposal_for(self, model: VAE, proposal: Proposal) -> Proposal:
+        return self.start_for(model, super().proposal_for(model, proposal))
 
     def log_weights(
         self, model: VAE, x: torch.Tensor, index: torch.Tensor, proposal: Proposal
@@ -192,7 +219,7 @@ class AnnealedImportanceSampling(LogWeightEstimator):
         """The K chains of every example of ``x``, in chunks of at most ``chunk_size`` (chain,
         example) pairs: forward from the start distribution, or, given ``z_exact [B, L]``,
         backwards from it. Log-weights ``[K, B]`` in float64."""
-        proposal = self.proposal_for(proposal)
+        proposal = self.proposal_for(model, proposal)
         self.check(model, proposal)
         rows = max(1, self.chunk_size // self.num_samples)
         log_w = torch.empty(self.num_samples, x.shape[0], dtype=torch.float64, device=x.device)

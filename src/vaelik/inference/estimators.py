@@ -73,13 +73,14 @@ class LogWeightEstimator:
     #: True where the estimator needs log r(z|x) at latents r did not draw (AIS)
     needs_log_prob = False
 
-    def proposal_for(self, proposal: Proposal) -> Proposal:
-        """The proposal this estimator actually uses given the run's ``proposal``."""
+    def proposal_for(self, model: VAE, proposal: Proposal) -> Proposal:
+        """The proposal this estimator actually uses for ``model`` given the run's
+        ``proposal``."""
         return self.fixed_proposal if self.fixed_proposal is not None else proposal
 
     def check(self, model: VAE, proposal: Proposal) -> None:
         """Fail before any work if this estimator cannot run on ``model`` with ``proposal``."""
-        self.proposal_for(proposal).check(model, needs_log_prob=self.needs_log_prob)
+        self.proposal_for(model, proposal).check(model, needs_log_prob=self.needs_log_prob)
 
     def log_weights(
         self, model: VAE, x: torch.Tensor, index: torch.Tensor, proposal: Proposal
@@ -129,7 +130,7 @@ class ImportanceSampling(LogWeightEstimator):
             model,
             x,
             index,
-            self.proposal_for(proposal),
+            self.proposal_for(model, proposal),
             self.num_samples,
             self.chunk_size,
             self.seed,

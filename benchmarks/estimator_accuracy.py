@@ -1,0 +1,43 @@
+"""Estimators against an exact reference: the error of each ``vaelik-eval`` run, per example.
+
+Evaluate the same examples of a model with a 2-D latent once by quadrature and once by each
+estimator, then compare (the README's "Exact references" table):
+
+    C=outputs/train/runs/<run of vaelik-train latent_dim=2>/checkpoints/last.ckpt
+    for e in quadrature importance ais; do
+        .venv/bin/vaelik-eval ckpt_path=$C num_examples=500 estimator=$e hydra.run.dir=acc/$e
+    done
+    .venv/bin/vaelik-eval ckpt_path=$C num_examples=500 estimator=prior \\
+        estimator.num_samples=100000 hydra.run.dir=acc/naive
+    python benchmarks/estimator_accuracy.py --reference acc/quadrature \\
+        acc/naive acc/importance acc/ais
+
+Prints a markdown table (mean, median, best and worst error in nats, how many examples are
+more than a nat low and how many of those the estimator flagged, the flagged share, seconds
+per example) and, with ``--json``, writes its rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from vaelik.evaluation.accuracy import EvaluationRun, accuracy_row, accuracy_table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reference", required=True, help="folder of the exact run")
+    parser.add_argument("runs", nargs="+", help="folders of the runs to hold against it")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args()
+    reference = EvaluationRun.read(args.reference)
+    rows = [accuracy_row(EvaluationRun.read(folder), reference) for folder in args.runs]
+    print(accuracy_table(rows, reference))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()

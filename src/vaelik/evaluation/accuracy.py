@@ -1,0 +1,118 @@
+"""How far estimates are from an exact reference, per example: the table of the README's
+"Exact references" section.
+
+Each input is the folder a ``vaelik-eval`` run wrote (``per_example.csv``, ``summary.json``). The
+reference is typically ``estimator=quadrature`` on a model with a 1- or 2-D latent; every other
+run is joined to it on the example index, and its error e_i = log p_hat(x_i) - log p(x_i)
+(nats, negative = too low) is summarised: mean, median, best and worst, how many examples are
+more than a nat low, the share the run itself flagged, and how many of the bad ones it flagged.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from vaelik.errors import ConfigError
+
+#: an estimate this many nats below the reference counts as a miss
+MISS_NATS = 1.0
+
+
+@dataclass
+class EvaluationRun:
+    """One ``vaelik-eval`` output folder: its per-example estimates and summary."""
+
+    name: str
+    index: list[int]
+    log_px: torch.Tensor  # [N] float64
+    flagged: torch.Tensor  # [N] float64, 0 or 1
+    summary: dict
+
+    @classmethod
+    def read(cls, folder: str | Path, name: str | None = None) -> EvaluationRun:
+        folder = Path(folder)
+        table, summary = folder / "per_example.csv", folder / "summary.json"
+        if not table.is_file() or not summary.is_file():
+            raise ConfigError(
+                f"{folder} has no per_example.csv and summary.json: give the folder a "
+                "vaelik-eval run wrote (its hydra.run.dir)"
+            )
+        with open(table, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        return cls(
+            name=name or folder.name,
+            index=[int(row["index"]) for row in rows],
+            log_px=torch.tensor([float(row["log_px"]) for row in rows], dtype=torch.float64),
+            flagged=torch.tensor(
+                [float(row.get("flagged") or 0) for row in rows], dtype=torch.float64
+            ),
+            summary=json.loads(summary.read_text()),
+        )
+
+    def at(self, index: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``log_px`` and ``flagged`` of the examples ``index``, in that order; a ConfigError
+        names the first example this run did not evaluate."""
+        position = {i: p for p, i in enumerate(self.index)}
+        missing = [i for i in index if i not in position]
+        if missing:
+            raise ConfigError(
+                f"run {self.name!r} has no estimate for example {missing[0]} (and "
+                f"{len(missing) - 1} more) of the reference: evaluate the same split and "
+                "num_examples"
+            )
+        rows = [position[i] for i in index]
+        return self.log_px[rows], self.flagged[rows]
+
+    @property
+    def seconds_per_example(self) -> float:
+        return float(self.summary["seconds"]) / len(self.index)
+
+
+def accuracy_row(run: EvaluationRun, reference: EvaluationRun) -> dict[str, float | int | str]:
+    """The errors of ``run`` against ``reference`` on the reference's examples."""
+    log_px, flagged = run.at(reference.index)
+    error = log_px - reference.log_px
+    missed = error < -MISS_NATS
+    return {
+        "run": run.name,
+        "estimator": f"{run.summary.get('estimator')}, {run.summary.get('proposal')}",
+        "examples": len(reference.index),
+        "mean_error": error.mean().item(),
+        "median_error": error.median().item(),
+        "best_error": error.max().item(),
+        "worst_error": error.min().item(),
+        "missed": int(missed.sum()),
+        "missed_and_flagged": int((missed & (flagged > 0)).sum()),
+        "flagged_share": flagged.mean().item(),
+        "seconds_per_example": run.seconds_per_example,
+    }
+
+
+def accuracy_table(rows: list[dict], reference: EvaluationRun) -> str:
+    """The rows as a markdown table, with the reference's own line under it."""
+    lines = [
+        f"| run | estimator | mean minus exact | median | best / worst | > {MISS_NATS:g} nat low "
+        "(flagged) | flagged | s / example |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['run']} | {row['estimator']} | {row['mean_error']:+.3f} | "
+            f"{row['median_error']:+.3f} | {row['best_error']:+.2f} / {row['worst_error']:+.2f} "
+            f"| {row['missed']} ({row['missed_and_flagged']}) | {row['flagged_share']:.1%} | "
+            f"{row['seconds_per_example']:.2f} |"
+        )
+    grid = reference.summary.get("grid_error_max")
+    check = f", largest grid error {grid:.3f} nats" if grid is not None else ""
+    lines.append(
+        f"\nreference: {reference.name} ({reference.summary.get('estimator')}), "
+        f"{len(reference.index)} examples, mean log p(x) "
+        f"{reference.log_px.mean().item():.3f}{check}, "
+        f"{reference.seconds_per_example:.2f} s / example"
+    )
+    return "\n".join(lines)

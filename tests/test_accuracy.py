@@ -1,0 +1,93 @@
+"""Estimators held against an exact reference, from the folders vaelik-eval writes."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from vaelik.errors import ConfigError
+from vaelik.evaluation.accuracy import EvaluationRun, accuracy_row, accuracy_table
+from vaelik.evaluation.results import PerExampleResults
+from vaelik.evaluation.runner import write_results
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_run(folder: Path, index, log_px, flagged, estimator: str, seconds: float) -> Path:
+    """A run folder in vaelik-eval's own format (written by its own writer)."""
+    n = len(index)
+    nan = torch.full((n,), math.nan, dtype=torch.float64)
+    results = PerExampleResults(
+        index=torch.tensor(index),
+        log_px=torch.tensor(log_px, dtype=torch.float64),
+        ess=torch.ones(n, dtype=torch.float64),
+        log_weight_var=torch.zeros(n, dtype=torch.float64),
+        khat=nan,
+        grid_error=nan,
+        flagged=torch.tensor(flagged, dtype=torch.float64),
+    )
+    summary = {"estimator": estimator, "proposal": "encoder", "seconds": seconds}
+    summary |= results.summary(num_dims=4)
+    write_results(folder, results, summary)
+    return folder
+
+
+@pytest.fixture
+def runs(tmp_path):
+    exact = write_run(
+        tmp_path / "exact", [3, 1, 2, 0], [-10.0, -11.0, -12.0, -13.0], [0] * 4, "quadrature", 8.0
+    )
+    # the same examples in another order, one of them 5 nats low (flagged) and one 1.5 low
+    estimate = write_run(
+        tmp_path / "is", [0, 1, 2, 3], [-13.1, -16.0, -13.5, -9.9], [0, 1, 0, 0], "importance", 2.0
+    )
+    return exact, estimate
+
+
+def test_errors_are_joined_on_the_example_index(runs):
+    exact, estimate = (EvaluationRun.read(folder) for folder in runs)
+    row = accuracy_row(estimate, exact)
+    # errors by example: 0: -0.1, 1: -5.0, 2: -1.5, 3: +0.1
+    assert row["mean_error"] == pytest.approx(-6.5 / 4)
+    assert row["median_error"] == pytest.approx(-1.5)  # torch's median: the lower middle value
+    assert (row["best_error"], row["worst_error"]) == pytest.approx((0.1, -5.0))
+    assert (row["missed"], row["missed_and_flagged"]) == (2, 1)
+    assert row["flagged_share"] == 0.25 and row["seconds_per_example"] == 0.5
+    table = accuracy_table([row], exact)
+    assert "| is | importance, encoder | -1.625 | -1.500 | +0.10 / -5.00 | 2 (1) | 25.0% |" in table
+    assert "4 examples, mean log p(x) -11.500" in table
+
+
+def test_a_run_missing_a_reference_example_is_named(runs, tmp_path):
+    exact = EvaluationRun.read(runs[0])
+    short = write_run(tmp_path / "short", [0, 1], [-1.0, -2.0], [0, 0], "ais", 1.0)
+    missing = r"run 'short' has no estimate for example 2 \(and 1 more\)"
+    with pytest.raises(ConfigError, match=missing):
+        accuracy_row(EvaluationRun.read(short), exact)
+    with pytest.raises(ConfigError, match="no per_example.csv and summary.json"):
+        EvaluationRun.read(tmp_path / "nowhere")
+
+
+def test_the_script_prints_the_table(runs, tmp_path):
+    out = tmp_path / "rows.json"
+    printed = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "estimator_accuracy.py"),
+            "--reference",
+            str(runs[0]),
+            str(runs[1]),
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "| is | importance, encoder | -1.625 |" in printed
+    assert '"missed": 2' in out.read_text()
