@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from conftest import compose_config, run_cli, run_cli_failing
 from models import tiny_bernoulli_vae
@@ -18,7 +19,7 @@ from vaelik.cli import evaluate, results, train
 from vaelik.errors import ConfigError, UnsupportedCombinationError
 from vaelik.evaluation import table
 from vaelik.evaluation.curves import last_value, read_curve, trend
-from vaelik.inference.ais import AnnealedImportanceSampling
+from vaelik.inference.proposals import EncoderProposal
 from vaelik.models.factory import build_model
 from vaelik.training.lit_module import VAELitModule
 
@@ -275,29 +276,36 @@ def test_a_checkpoint_from_before_vaelik_counted_training_time_keeps_the_timers_
 
 
 @pytest.mark.parametrize(
-    ("posterior", "choice", "start"),
+    ("posterior", "choice", "start", "latent_dim"),
     [
-        ("diagonal_gaussian", "auto", "encoder"),
-        ("iaf", "auto", "prior"),  # an IAF guide cannot score latents it did not draw
-        ("diagonal_gaussian", "prior", "prior"),
-        ("iaf", "encoder", "encoder"),  # asked for: AIS's own check then refuses it
+        ("diagonal_gaussian", "auto", "encoder", 3),
+        ("diagonal_gaussian", "auto", "prior", 2),  # low-dimensional: chains from the prior
+        ("iaf", "auto", "prior", 3),  # an IAF guide cannot score latents it did not draw
+        ("diagonal_gaussian", "prior", "prior", 3),
+        ("diagonal_gaussian", "encoder", "encoder", 2),
+        ("iaf", "encoder", "encoder", 3),  # asked for: AIS's own check then refuses it
     ],
 )
 def test_ais_starts_from_the_encoder_where_the_guide_can_score_else_from_the_prior(
-    posterior, choice, start
+    posterior, choice, start, latent_dim
 ):
     cfg = compose_config(
         "train",
-        [f"posterior={posterior}", "latent_dim=3", "encoder.hidden=[8]", "decoder.hidden=[8]"],
+        [
+            f"posterior={posterior}",
+            f"latent_dim={latent_dim}",
+            "encoder.hidden=[8]",
+            "decoder.hidden=[8]",
+        ],
     )
     model = build_model(cfg, "binary")
-    chosen = table.ais_start_for(model, choice)
-    assert chosen.name == start
-    ais = AnnealedImportanceSampling(num_samples=2, num_steps=2)
+    ais_cfg = {"_target_": "vaelik.inference.ais.AnnealedImportanceSampling", "num_samples": 2}
+    ais = table.ais_with_start(OmegaConf.create(ais_cfg), choice)
+    assert ais.proposal_for(model, EncoderProposal()).name == start
     if posterior == "iaf" and start == "encoder":
         with pytest.raises(UnsupportedCombinationError, match="use proposal=prior"):
-            ais.check(model, chosen)
+            ais.check(model, EncoderProposal())
     else:
-        ais.check(model, chosen)
+        ais.check(model, EncoderProposal())
     with pytest.raises(ConfigError, match="ais_start must be auto, encoder or prior"):
-        table.ais_start_for(model, "posterior")
+        table.ais_with_start(OmegaConf.create(ais_cfg), "posterior")

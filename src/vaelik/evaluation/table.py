@@ -39,7 +39,8 @@ from vaelik.evaluation.curves import last_value, read_curve, trend, write_curve
 from vaelik.evaluation.formatting import figure, report_written, share_text
 from vaelik.evaluation.results import PerExampleResults
 from vaelik.evaluation.runner import estimate_examples, model_from_checkpoint, pick_device
-from vaelik.inference.proposals import EncoderProposal, PriorProposal, Proposal
+from vaelik.inference.ais import AnnealedImportanceSampling
+from vaelik.inference.proposals import EncoderProposal
 from vaelik.metrics import mean_and_stderr
 
 COLUMNS = (
@@ -106,10 +107,11 @@ def measure(name: str, path: Path, cfg: DictConfig) -> dict[str, Any]:
     model, datamodule, checkpoint = model_from_checkpoint(path, cfg.get("data_dir"))
     device = pick_device(cfg.device)
     model.to(device)
-    importance, ais, proposal = instantiate(cfg.importance), instantiate(cfg.ais), EncoderProposal()
+    importance, proposal = instantiate(cfg.importance), EncoderProposal()
+    ais = ais_with_start(cfg.ais, cfg.get("ais_start", "auto"))
     importance.check(model, proposal)
-    ais_start = ais_start_for(model, cfg.get("ais_start", "auto"))
-    ais.check(model, ais_start)
+    ais.check(model, proposal)
+    ais_start = ais.proposal_for(model, proposal)
     dataset = datamodule.dataset(cfg.split)
     indices = example_indices(dataset, cfg.num_examples)
     ais_indices = evenly_spaced(indices, min(int(cfg.ais_examples or 0), len(indices)))
@@ -148,7 +150,7 @@ def measure(name: str, path: Path, cfg: DictConfig) -> dict[str, Any]:
     row["ais_gap"] = row["ais_gap_stderr"] = row["ais_disagree_share"] = None
     if ais_indices:
         annealed = estimate_examples(
-            *(model, dataset, ais, ais_start, ais_indices, cfg.batch_size, device),
+            *(model, dataset, ais, proposal, ais_indices, cfg.batch_size, device),
             progress=True,
             description=f"{name}: AIS from the {ais_start.name}, {ais.num_samples} chains",
         )
@@ -175,15 +177,20 @@ def measure(name: str, path: Path, cfg: DictConfig) -> dict[str, Any]:
     return row
 
 
-def ais_start_for(model, choice: str) -> Proposal:
-    """Where AIS chains start: ``encoder`` (q(z|x)), ``prior`` (p(z)), or ``auto``: the encoder
-    where the guide can score latents it did not draw (AIS anneals through q(z|x)^(1-b)), else
-    the prior (an IAF guide cannot score them)."""
-    if choice not in ("auto", "encoder", "prior"):
+#: ``ais_start`` as AIS's ``prior_share`` (auto: the estimator's own choice)
+AIS_STARTS = {"encoder": 0.0, "prior": 1.0}
+
+
+def ais_with_start(ais_cfg, choice: str) -> AnnealedImportanceSampling:
+    """The AIS of ``ais_cfg`` with its chains started as ``choice`` says: ``encoder``
+    (``prior_share=0``), ``prior`` (``prior_share=1``), or ``auto``: ``ais_cfg``'s own
+    ``prior_share``, whose ``auto`` starts from the prior where the latent has at most 2
+    dimensions or the guide cannot score latents it did not draw (IAF), else from the encoder."""
+    if choice not in ("auto", *AIS_STARTS):
         raise ConfigError(f"ais_start must be auto, encoder or prior, got {choice!r}")
-    if choice == "prior" or (choice == "auto" and not model.guide.can_score):
-        return PriorProposal()
-    return EncoderProposal()
+    if choice == "auto":
+        return instantiate(ais_cfg)
+    return instantiate(ais_cfg, prior_share=AIS_STARTS[choice])
 
 
 #: the columns that IS over the whole split measures (kept by ``reuse_importance``)

@@ -125,7 +125,7 @@ class AnnealedImportanceSampling(LogWeightEstimator):
     a p(z) + (1 - a) r(z|x), round(a K) chains from the prior (:class:`StratifiedStart`).
     ``auto`` (the default) is 1 for latents of at most :data:`PRIOR_START_MAX_DIM` dimensions,
     where chains from the proposal can all fall into a mode that misses most of the mass and
-    chains from the prior find every mode, and 0 above.
+    chains from the prior find every mode, and for guides that cannot score latents; else 0.
     Batches are cut into chunks of at most ``chunk_size`` (chain, example) pairs; a chunk never
     splits an example's chains.
     """
@@ -162,10 +162,12 @@ class AnnealedImportanceSampling(LogWeightEstimator):
 
     def share_for(self, model: VAE) -> float:
         """The prior's share of the start for ``model``: ``prior_share``, or, for ``auto``, 1
-        up to :data:`PRIOR_START_MAX_DIM` latent dimensions and 0 above."""
+        up to :data:`PRIOR_START_MAX_DIM` latent dimensions or where the guide cannot score
+        latents it did not draw (an IAF guide: no start but the prior works), else 0."""
         if self.prior_share != AUTO:
             return float(self.prior_share)
-        return 1.0 if model.latent_dim <= PRIOR_START_MAX_DIM else 0.0
+        low_dimensional = model.latent_dim <= PRIOR_START_MAX_DIM
+        return 1.0 if low_dimensional or not model.guide.can_score else 0.0
 
     def start_for(self, model: VAE, proposal: Proposal) -> Proposal:
         """The chains' initial distribution for ``model``: the prior (share 1), the run's
