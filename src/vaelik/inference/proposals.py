@@ -37,7 +37,11 @@ class Proposal:
                 f"proposal={self.name} with posterior={model.guide.name}: {need} needs "
                 f"log q(z|x) at latents the guide did not draw, and posterior="
                 f"{model.guide.name} cannot score them; use proposal=prior"
-                + ("" if needs_log_prob else ", encoder, student_t or inflated")
+                + (
+                    " or estimator.prior_share=1 (AIS from the prior)"
+                    if needs_log_prob
+                    else ", encoder, student_t or inflated"
+                )
             )
 
     def noise_dims(self, model: VAE, posterior: Posterior) -> int:
