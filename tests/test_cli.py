@@ -236,7 +236,8 @@ def test_bdmc_sandwiches_log_px_on_simulated_data_and_tightens(
         table = list(csv.DictReader(handle))
     assert len(table) == 6 and all(float(r["lower_40"]) < float(r["upper_2"]) for r in table)
     printed = capsys.readouterr().out
-    assert "AIS    40 steps: log p(x) between" in printed and f"wrote results to {out}" in printed
+    assert "AIS    40 steps from the encoder: log p(x) between" in printed
+    assert f"wrote results to {out}" in printed and short["start"] == "encoder"
 
 
 def test_quadrature_refuses_a_latent_of_more_than_two_dimensions(

@@ -89,6 +89,7 @@ def bdmc(cfg: DictConfig) -> list[dict[str, Any]]:
             {
                 "num_steps": steps,
                 "num_chains": ais.num_samples,
+                "start": ais.proposal_for(model, proposal).name,
                 "lower_mean": bounds["lower"].double().mean().item(),
                 "upper_mean": bounds["upper"].double().mean().item(),
                 "gap_mean": gap_mean,
@@ -104,8 +105,9 @@ def bdmc(cfg: DictConfig) -> list[dict[str, Any]]:
     write_bdmc(output_dir, rows, columns)
     for row in rows:
         print(
-            f"AIS {row['num_steps']:>5} steps: log p(x) between {figure(row['lower_mean'])} and "
-            f"{figure(row['upper_mean'])} nats on {count} simulated examples; gap "
+            f"AIS {row['num_steps']:>5} steps from the {row['start']}: log p(x) between "
+            f"{figure(row['lower_mean'])} and {figure(row['upper_mean'])} nats on {count} "
+            "simulated examples; gap "
             f"{figure(row['gap_mean'])} +- {figure(row['gap_stderr'])} (largest "
             f"{figure(row['gap_max'])}), {row['seconds']:.1f} s"
         )
