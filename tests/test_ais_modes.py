@@ -87,7 +87,7 @@ def test_chains_from_the_prior_recover_the_exact_value(two_modes):
 
 def test_the_default_starts_low_dimensional_chains_from_the_prior_and_finds_the_mass(two_modes):
     """``prior_share: auto`` on a 1-D latent: every chain from the prior, whatever the run's
-    proposal; the default 16 chains x 500 steps land on the exact value where the encoder's
+    proposal; the default 32 chains x 500 steps land on the exact value where the encoder's
     chains were all 2 nats low."""
     model, x, index, exact = two_modes
     estimator = AnnealedImportanceSampling()

@@ -134,9 +134,9 @@ class AnnealedImportanceSampling(LogWeightEstimator):
 
     def __init__(
         self,
-        num_samples: int = 16,
+        num_samples: int = 32,
         num_steps: int = 500,
-        leapfrog_steps: int = 10,
+        leapfrog_steps: int = 5,
         step_size: float = 0.05,
         target_accept: float = 0.65,
         adapt_step_size: bool = True,
