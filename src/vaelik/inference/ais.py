@@ -26,9 +26,9 @@ from vaelik.models.vae import VAE
 SCHEDULES = ("sigmoid", "linear")
 AUTO = "auto"
 #: ``prior_share: auto`` starts every chain from the prior for latents of at most this many
-#: dimensions (a few chains from p(z) cover every posterior mode there; measured in the README)
-#: and every chain from the proposal above (where a path from p(z) of the same length is nats
-#: worse than one from the encoder)
+#: dimensions (chains from p(z) reach the modes an encoder misses there) and every chain from
+#: the proposal above (where a path from p(z) of the same length ends nats lower than one from
+#: the encoder); both measured in the README's "AIS that one mode cannot fool"
 PRIOR_START_MAX_DIM = 2
 # mixed into the stream keys of reverse AIS, so that it never reuses the forward chains' noise
 REVERSE_STREAM = 1
