@@ -1,7 +1,7 @@
 """Estimators against an exact reference: the error of each ``vaelik-eval`` run, per example.
 
 Evaluate the same examples of a model with a 2-D latent once by quadrature and once by each
-estimator, then compare (the README's "Exact references" table):
+estimator, then compare (the README's "Every estimator against the exact answer" table):
 
     C=outputs/train/runs/<run of vaelik-train latent_dim=2>/checkpoints/last.ckpt
     for e in quadrature importance ais; do

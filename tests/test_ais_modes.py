@@ -129,7 +129,22 @@ def test_auto_starts_from_the_prior_up_to_two_dimensions_only():
         assert ais().proposal_for(model, EncoderProposal()).name == start, latent_dim
 
 
-@pytest.mark.parametrize("share", [-0.1, 1.5, "half", None])
+@pytest.mark.parametrize(
+    ("share", "start"),
+    [
+        ("auto", "prior"),
+        (1, "prior"),
+        (1.0, "prior"),
+        ("0.5", "prior (8 of 16 chains) + encoder"),
+        (0, "encoder"),
+    ],
+)
+def test_accepted_prior_shares(two_modes, share, start):
+    """As Hydra passes them from the command line: auto, an int, a float, a quoted number."""
+    assert ais(prior_share=share).proposal_for(two_modes[0], EncoderProposal()).name == start
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.5, "half", None, True])
 def test_impossible_prior_shares_are_refused(share):
     with pytest.raises(ConfigError, match=r"prior_share must be auto or a number in \[0, 1\]"):
         ais(prior_share=share)

@@ -204,16 +204,15 @@ def test_eval_by_quadrature_on_a_two_dimensional_latent(tmp_path, monkeypatch, c
             "ks=[1,3000]",
             "num_examples=4",
             "estimators=[quadrature,prior]",
-            "proposals=[encoder]",
+            "proposals=[encoder,inflated]",  # both estimators fix their own: one line each
             "batch_size=4",
             f"hydra.run.dir={conv}",
         ],
         monkeypatch,
     )
-    rows = {
-        (r["estimator"], r["num_samples"]): r
-        for r in json.loads((conv / "convergence.json").read_text())
-    }
+    listed = json.loads((conv / "convergence.json").read_text())
+    rows = {(r["estimator"], r["num_samples"]): r for r in listed}
+    assert len(listed) == len(rows) == 4
     exact = rows["quadrature", 1]["log_px_mean"]
     assert rows["quadrature", 3000]["log_px_mean"] == exact
     assert exact == pytest.approx(summary["log_px_mean"], abs=0.01)  # 400 vs 100 points

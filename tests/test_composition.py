@@ -207,7 +207,7 @@ EXPECTED_FAILURES = {
     ("iaf", "importance", "defensive"): ["defensive mixture", "use proposal=prior"],
     ("iaf", "ais_from_proposal", "encoder"): [
         "AIS",
-        "use proposal=prior or estimator.prior_share=1",
+        "use proposal=prior or AIS's prior_share=1",
     ],
     ("iaf", "ais_from_proposal", "student_t"): ["AIS", "use proposal=prior"],
     ("iaf", "ais_from_proposal", "inflated"): ["AIS", "use proposal=prior"],

@@ -1,5 +1,5 @@
 """How far estimates are from an exact reference, per example: the table of the README's
-"Exact references" section.
+"Every estimator against the exact answer" section.
 
 Each input is the folder a ``vaelik-eval`` run wrote (``per_example.csv``, ``summary.json``). The
 reference is typically ``estimator=quadrature`` on a model with a 1- or 2-D latent; every other

@@ -163,7 +163,7 @@ def convergence(cfg: DictConfig) -> list[dict[str, Any]]:
     dataset = datamodule.dataset(cfg.split)
     indices = example_indices(dataset, cfg.num_examples)
     count = len(indices)
-    pairs = []
+    pairs, lines = [], set()
     for estimator_name in cfg.estimators:
         for proposal_name in cfg.proposals:
             choice = compose(
@@ -178,9 +178,12 @@ def convergence(cfg: DictConfig) -> list[dict[str, Any]]:
             )
             estimator, proposal = instantiate(choice.estimator), instantiate(choice.proposal)
             estimator.check(model, proposal)  # fail now, not after the other pairs have run
-            pairs.append((estimator, proposal))
-            if estimator.fixed_proposal is not None:
-                break  # the estimator fixes its own proposal: one line is enough
+            # one line per estimator and the proposal it really uses: an estimator with a fixed
+            # proposal, or AIS started from the prior, gives the same line for every proposal
+            line = (estimator_name, estimator.proposal_for(model, proposal).name)
+            if line not in lines:
+                lines.add(line)
+                pairs.append((estimator, proposal))
     rows: list[dict[str, Any]] = []
     for estimator, proposal in pairs:
         rows += convergence_rows(

@@ -53,7 +53,7 @@ def checked_prior_share(value: float | str) -> float | str:
     if value == AUTO:
         return AUTO
     try:
-        share = float(value)
+        share = math.nan if isinstance(value, bool) else float(value)
     except (TypeError, ValueError):
         share = math.nan
     if not 0 <= share <= 1:

@@ -32,7 +32,7 @@ def log_weight_variance(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
 KHAT_MIN_SAMPLES = 25
 #: above this k-hat the weights have effectively infinite variance (Vehtari et al. 2024)
 KHAT_UNRELIABLE = 0.7
-#: where there is no k-hat (K < 25, e.g. AIS's chains): a variance of log w above this
+#: where there is no k-hat (K < 25, e.g. AIS with fewer chains): a variance of log w above this
 #: (nats^2) means the estimate rests on a few of the draws or chains
 LOG_WEIGHT_SPREAD = 1.0
 

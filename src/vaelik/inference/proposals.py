@@ -38,7 +38,7 @@ class Proposal:
                 f"log q(z|x) at latents the guide did not draw, and posterior="
                 f"{model.guide.name} cannot score them; use proposal=prior"
                 + (
-                    " or estimator.prior_share=1 (AIS from the prior)"
+                    " or AIS's prior_share=1 (chains from the prior; auto does so for this guide)"
                     if needs_log_prob
                     else ", encoder, student_t or inflated"
                 )
