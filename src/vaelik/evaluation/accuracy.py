@@ -34,7 +34,7 @@ class EvaluationRun:
     summary: dict
 
     @classmethod
-    def read(cls, folder: str | Path, name: str | None = None) -> EvaluationRun:
+    def read(cls, folder: str | Path) -> EvaluationRun:
         folder = Path(folder)
         table, summary = folder / "per_example.csv", folder / "summary.json"
         if not table.is_file() or not summary.is_file():
@@ -45,7 +45,7 @@ class EvaluationRun:
         with open(table, newline="") as handle:
             rows = list(csv.DictReader(handle))
         return cls(
-            name=name or folder.name,
+            name=folder.name,
             index=[int(row["index"]) for row in rows],
             log_px=torch.tensor([float(row["log_px"]) for row in rows], dtype=torch.float64),
             flagged=torch.tensor(

@@ -221,8 +221,8 @@ class AnnealedImportanceSampling(LogWeightEstimator):
         """The K chains of every example of ``x``, in chunks of at most ``chunk_size`` (chain,
         example) pairs: forward from the start distribution, or, given ``z_exact [B, L]``,
         backwards from it. Log-weights ``[K, B]`` in float64."""
-        proposal = self.proposal_for(model, proposal)
         self.check(model, proposal)
+        proposal = self.proposal_for(model, proposal)
         rows = max(1, self.chunk_size // self.num_samples)
         log_w = torch.empty(self.num_samples, x.shape[0], dtype=torch.float64, device=x.device)
         with torch.no_grad():
