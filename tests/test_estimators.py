@@ -14,7 +14,7 @@ from vaelik.inference.estimators import Estimate, ImportanceSampling
 from vaelik.inference.log_weights import importance_log_weights
 from vaelik.inference.objectives import Elbo
 from vaelik.inference.proposals import EncoderProposal, PriorProposal
-from vaelik.inference.streams import keyed_draws, stream_key
+from vaelik.inference.streams import Draws, example_keys
 
 
 def test_quadrature_sums_to_one_over_all_images():
@@ -61,8 +61,7 @@ def test_k1_equals_single_sample_elbo_on_the_same_draw():
     # the same draw, from the documented streams: example i's noise comes from stream (seed, i)
     with torch.no_grad():
         posterior = model.posterior(x)
-        keys = [stream_key(7, int(i)) for i in index]
-        eps = keyed_draws(lambda n: torch.randn(n, 2), keys, 0, 1)[0]
+        eps = Draws(example_keys(7, index), 0, 1).normal(2)[0]
         z = posterior.loc + posterior.scale * eps
         q = Normal(posterior.loc, posterior.scale)
         elbo = (

@@ -24,7 +24,7 @@ from vaelik.errors import UnsupportedCombinationError
 from vaelik.inference.estimators import ImportanceSampling
 from vaelik.inference.objectives import Elbo, Iwae
 from vaelik.inference.proposals import EncoderProposal, StudentTProposal
-from vaelik.inference.streams import keyed_draws, stream_key
+from vaelik.inference.streams import Draws, example_keys
 from vaelik.models.guides import DiagonalGaussianGuide, gaussian_log_prob
 from vaelik.models.hierarchical import ConditionalGaussian, TwoLayerGuide, TwoLayerPrior
 from vaelik.models.iaf import IAFGuide
@@ -698,8 +698,7 @@ def test_one_draw_is_the_single_sample_elbo_of_the_documented_stream(kind, seed)
         posterior = model.posterior(x)
         dims = posterior.noise_dims
         assert dims == NOISE_DIMS[kind]
-        keys = [stream_key(seed, i) for i in index.tolist()]
-        noise = keyed_draws(lambda n: torch.randn(n, dims), keys, 0, 1)[0]
+        noise = Draws(example_keys(seed, index), 0, 1).normal(dims)[0]
         z, log_q = posterior.sample(noise[None])
         log_px_z, log_pz = model.joint_terms(x, z)
     single = (log_px_z + log_pz - log_q)[0].double()

@@ -17,6 +17,7 @@ from vaelik.inference.proposals import (
     PriorProposal,
     StudentTProposal,
 )
+from vaelik.inference.streams import Draws, example_keys
 from vaelik.models.guides import DiagonalGaussianPosterior
 from vaelik.models.priors import StandardNormal
 
@@ -30,7 +31,7 @@ MODEL = SimpleNamespace(prior=PRIOR, guide=SimpleNamespace(can_score=True, name=
 
 def draws(proposal, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """n draws for each of the two examples, from noise drawn as the estimators draw it."""
-    noise = torch.stack([proposal.draw_noise(MODEL, POSTERIOR, n) for _ in range(2)], dim=1)
+    noise = proposal.draw_noise(MODEL, POSTERIOR, Draws(example_keys(0, torch.arange(2)), 0, n))
     return proposal.sample(MODEL, POSTERIOR, noise.double())
 
 

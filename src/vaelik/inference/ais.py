@@ -20,7 +20,7 @@ from vaelik.errors import ConfigError
 from vaelik.inference.estimators import LogWeightEstimator
 from vaelik.inference.log_weights import BatchChunk, batch_chunks, check_finite, check_positive
 from vaelik.inference.proposals import PriorProposal, Proposal
-from vaelik.inference.streams import keyed_draws, standard_normal, stream_key
+from vaelik.inference.streams import Draws, substream_keys
 from vaelik.models.vae import VAE
 
 SCHEDULES = ("sigmoid", "linear")
@@ -85,11 +85,11 @@ class StratifiedStart(Proposal):
     def noise_dims(self, model, posterior):
         return model.prior.noise_dims + self.proposal.noise_dims(model, posterior)
 
-    def draw_noise(self, model, posterior, n):
+    def draw_noise(self, model, posterior, draws):
         return torch.cat(
             [
-                torch.randn(n, model.prior.noise_dims, device=posterior.loc.device),
-                self.proposal.draw_noise(model, posterior, n),
+                draws.normal(model.prior.noise_dims),
+                self.proposal.draw_noise(model, posterior, draws),
             ],
             dim=-1,
         )
@@ -269,15 +269,14 @@ class AnnealedImportanceSampling(LogWeightEstimator):
                 )
         else:
             z = start.contiguous()
-        standard_normals = standard_normal(z.shape[-1] + 1, z.device)
         log_r, log_joint, _ = densities(z, betas[0], grad=False)
         log_w = torch.zeros(z.shape[:2], dtype=torch.float64, device=z.device)
         step = torch.full((1, z.shape[1], 1), self.step_size, device=z.device)
         for t in range(1, self.num_steps + 1):
             beta, previous = betas[t], betas[t - 1]
             log_w += (beta - previous) * (log_joint.double() - log_r.double())
-            keys = [stream_key(key, t, *direction) for key in chunk.keys]
-            noise = keyed_draws(standard_normals, keys, 0, self.num_samples)
+            keys = substream_keys(chunk.keys, t, *direction)
+            noise = Draws(keys, 0, self.num_samples, z.dtype).normal(z.shape[-1] + 1)
             momentum, uniform = noise[..., :-1], torch.special.ndtr(noise[..., -1])
             z, log_r, log_joint, accepted = self._hmc(z, momentum, uniform, beta, step, densities)
             if self.adapt_step_size:

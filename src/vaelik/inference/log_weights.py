@@ -14,14 +14,14 @@ reducing in float64. The guide runs once per example; the decoder sees at most `
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 
 from vaelik.errors import ConfigError
 from vaelik.inference.proposals import Proposal
-from vaelik.inference.streams import keyed_draws, stream_key
+from vaelik.inference.streams import Draws, example_keys
 from vaelik.models.guides import Posterior
 from vaelik.models.vae import VAE
 
@@ -77,13 +77,11 @@ class BatchChunk:
 
     rows: slice
     posterior: Posterior
-    keys: Sequence[int]
+    keys: torch.Tensor
 
     def noise(self, model: VAE, proposal: Proposal, start: int, stop: int) -> torch.Tensor:
         """Draws ``start..stop-1`` of every example's noise stream: ``[stop - start, b, D]``."""
-        return keyed_draws(
-            lambda n: proposal.draw_noise(model, self.posterior, n), self.keys, start, stop
-        )
+        return proposal.draw_noise(model, self.posterior, Draws(self.keys, start, stop))
 
 
 def batch_chunks(
@@ -91,7 +89,7 @@ def batch_chunks(
 ) -> Iterator[BatchChunk]:
     """Run the guide once on ``x`` and yield the batch in chunks of ``rows`` examples."""
     posterior = model.posterior(x)
-    keys = [stream_key(seed, i) for i in index.tolist()]
+    keys = example_keys(seed, index.to(x.device))
     for start in range(0, x.shape[0], rows):
         stop = min(start + rows, x.shape[0])
         yield BatchChunk(slice(start, stop), posterior.rows(slice(start, stop)), keys[start:stop])

@@ -17,6 +17,7 @@ import torch
 from torch.distributions import Independent, StudentT
 
 from vaelik.errors import ConfigError, UnsupportedCombinationError
+from vaelik.inference.streams import Draws
 from vaelik.models.guides import Posterior, gaussian_log_prob
 from vaelik.models.vae import VAE
 
@@ -47,9 +48,9 @@ class Proposal:
     def noise_dims(self, model: VAE, posterior: Posterior) -> int:
         return posterior.noise_dims
 
-    def draw_noise(self, model: VAE, posterior: Posterior, n: int) -> torch.Tensor:
-        """``[n, noise_dims]`` base noise for one example, from the global generator."""
-        return torch.randn(n, self.noise_dims(model, posterior), device=posterior.loc.device)
+    def draw_noise(self, model: VAE, posterior: Posterior, draws: Draws) -> torch.Tensor:
+        """``[n, B, noise_dims]`` base noise: ``draws``' share of every example's stream."""
+        return draws.normal(self.noise_dims(model, posterior))
 
     def sample(
         self, model: VAE, posterior: Posterior, noise: torch.Tensor
@@ -133,11 +134,9 @@ class StudentTProposal(BaseReplacement):
     def noise_dims(self, model, posterior):
         return posterior.noise_dims + posterior.base_dims
 
-    def draw_noise(self, model, posterior, n):
-        device = posterior.loc.device
-        normals = torch.randn(n, posterior.noise_dims, device=device)
-        concentration = torch.full((n, posterior.base_dims), 0.5 * self.df, device=device)
-        chi2 = torch._standard_gamma(concentration) / 0.5
+    def draw_noise(self, model, posterior, draws):
+        normals = draws.normal(posterior.noise_dims)
+        chi2 = draws.gamma(0.5 * self.df, posterior.base_dims) / 0.5
         return torch.cat([normals, chi2.clamp_min(torch.finfo(chi2.dtype).tiny)], dim=-1)
 
     def base_draw(self, posterior, noise):
@@ -188,13 +187,12 @@ class DefensiveProposal(Proposal):
     def noise_dims(self, model, posterior):
         return model.prior.noise_dims + posterior.noise_dims + 1
 
-    def draw_noise(self, model, posterior, n):
-        device = posterior.loc.device
+    def draw_noise(self, model, posterior, draws):
         return torch.cat(
             [
-                torch.randn(n, model.prior.noise_dims, device=device),
-                torch.randn(n, posterior.noise_dims, device=device),
-                torch.rand(n, 1, device=device),
+                draws.normal(model.prior.noise_dims),
+                draws.normal(posterior.noise_dims),
+                draws.uniform(1),
             ],
             dim=-1,
         )

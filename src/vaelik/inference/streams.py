@@ -1,71 +1,222 @@
 """Per-example random streams: the draws an example gets depend on its dataset index, not on the
-batch, the chunk or the process it lands in.
+batch, the chunk, the process or the device it lands on.
 
-Every draw belongs to a block of ``BLOCK_SIZE`` consecutive draws of one example. Before a block
-is drawn, the global generator is seeded with ``stream_key(seed, index, step, block)``, so any
-chunking of the K draws (or of the batch) reproduces the same numbers, and an example gets the
-same estimate on one process or on many. Streams give *base noise* (standard normals, uniforms,
-gammas); guides and proposals turn noise into latents, so this holds for every guide.
+Every value is a pure function of (example key, draw number k, purpose, position), computed for
+a whole chunk at once by a counter-based generator (:func:`philox4x32`): no generator state, no
+Python loop over examples or draws, the same bits on CPU and GPU (the floats that come out of
+them differ by rounding only). So any chunking of the K draws (or of the batch) reproduces the
+same numbers, the first K draws of a run with more draws are the same, and an example gets the
+same estimate on one process or on many.
+
+Keys: ``example_keys(seed, index) [B]`` mixes the run's seed with each dataset index
+(splitmix64); :func:`substream_keys` mixes further integers in (an AIS step and direction).
+A :class:`Draws` object hands out *base noise* for draws ``start..stop-1``: standard normals,
+uniforms and gammas, each call with its own purpose number, so the noise's layout is set by the
+order of the calls. Guides and proposals turn noise into latents, so this holds for every guide.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable
 
 import torch
 
-BLOCK_SIZE = 256
-_MASK = (1 << 64) - 1
+#: Philox4x32-10 constants (Salmon, Moraes, Dror & Shaw, SC 2011): round multipliers, Weyl
+#: increments of the key, number of rounds
+PHILOX_M0, PHILOX_M1 = 0xD2511F53, 0xCD9E8D57
+PHILOX_W0, PHILOX_W1 = 0x9E3779B9, 0xBB67AE85
+PHILOX_ROUNDS = 10
+#: (draw, example, word) cells computed per pass: small enough for the passes to stay in cache
+CACHE_BLOCK = 1 << 14
 
-NoiseFunction = Callable[[int], torch.Tensor]
+_LOW32 = 0xFFFFFFFF
+
+Words = tuple[torch.Tensor, ...]
+#: ``(attempt, cells=None) -> (w0, w1, w2, w3)``: a block's Philox words at that attempt number,
+#: ``[rows, B, width]``, or only at ``cells = (row, example, position)`` index tensors ``[m]``
+WordsByAttempt = Callable[..., Words]
+#: a block's values ``[rows, B, >= dims]`` from its words
+BlockValues = Callable[[WordsByAttempt], torch.Tensor]
 
 
-def _splitmix64(value: int) -> int:
-    value = (value + 0x9E3779B97F4A7C15) & _MASK
-    value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
-    value = ((value ^ (value >> 27)) * 0x94D049BB133111EB) & _MASK
-    return value ^ (value >> 31)
+def _signed(value: int) -> int:
+    """A 64-bit unsigned constant as the int64 with the same bits."""
+    return value - (1 << 64) if value >= 1 << 63 else value
 
 
-def stream_key(*parts: int) -> int:
-    """A 63-bit seed mixing integer ``parts`` (e.g. run seed, example index, step, block)."""
-    key = 0
+_GOLDEN = _signed(0x9E3779B97F4A7C15)
+_MIX1, _MIX2 = _signed(0xBF58476D1CE4E5B9), _signed(0x94D049BB133111EB)
+
+
+def _shift_right(value: torch.Tensor, bits: int) -> torch.Tensor:
+    """Logical right shift of int64 words (torch's ``>>`` keeps the sign bit)."""
+    return (value >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def _splitmix64(value: torch.Tensor) -> torch.Tensor:
+    """splitmix64's output function of int64 words (wrapping arithmetic = arithmetic mod 2^64)."""
+    value = value + _GOLDEN
+    value = (value ^ _shift_right(value, 30)) * _MIX1
+    value = (value ^ _shift_right(value, 27)) * _MIX2
+    return value ^ _shift_right(value, 31)
+
+
+def substream_keys(keys: torch.Tensor, *parts: int) -> torch.Tensor:
+    """Keys ``[B]`` (int64) with integers ``parts`` mixed in: one new stream per example."""
     for part in parts:
-        key = _splitmix64(key ^ (int(part) & _MASK))
-    return key >> 1
+        keys = _splitmix64(keys ^ _signed(int(part) & ((1 << 64) - 1)))
+    return keys
 
 
-def keyed_draws(draw: NoiseFunction, keys: Sequence[int], start: int, stop: int) -> torch.Tensor:
-    """Draws ``start..stop-1`` of every example, stacked ``[stop - start, B, *event]``.
+def example_keys(seed: int, index: torch.Tensor) -> torch.Tensor:
+    """Stream keys ``[B]`` (int64) of the examples ``index [B]`` in a run seeded ``seed``."""
+    index = torch.as_tensor(index, dtype=torch.int64)
+    return _splitmix64(substream_keys(torch.zeros_like(index), seed) ^ index)
 
-    Args:
-        draw: ``n -> [n, *event]``, n draws from the global generator (which this function
-            seeds), the same function for every example.
-        keys: one stream key per example of the batch (see :func:`stream_key`).
-        start, stop: which draws of each example's stream to return.
+
+def _mul_hi_lo(word: torch.Tensor, multiplier: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """High and low 32 bits of ``word * multiplier`` (both < 2^32: exact in wrapping int64)."""
+    product = word * multiplier
+    return _shift_right(product, 32), product & _LOW32
+
+
+def philox4x32(
+    counter: tuple[torch.Tensor | int, ...], key: tuple[torch.Tensor, torch.Tensor]
+) -> tuple[torch.Tensor, ...]:
+    """Philox4x32-10 of the 32-bit words ``counter = (c0, c1, c2, c3)`` under ``key = (k0, k1)``
+    (int64 tensors or ints holding 32-bit words, broadcast together): four int64 tensors of
+    32-bit words. Ten rounds of (c0, c1, c2, c3) -> (hi(M1 c2) ^ c1 ^ k0, lo(M1 c2),
+    hi(M0 c0) ^ c3 ^ k1, lo(M0 c0)), the key bumped by (W0, W1) mod 2^32 between rounds.
+    Distinct counters under one key give distinct outputs; the output passes BigCrush."""
+    c0, c1, c2, c3 = (torch.as_tensor(c, dtype=torch.int64, device=key[0].device) for c in counter)
+    k0, k1 = key
+    for round_ in range(PHILOX_ROUNDS):
+        if round_:
+            k0, k1 = (k0 + PHILOX_W0) & _LOW32, (k1 + PHILOX_W1) & _LOW32
+        hi0, lo0 = _mul_hi_lo(c0, PHILOX_M0)
+        hi1, lo1 = _mul_hi_lo(c2, PHILOX_M1)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+    return c0, c1, c2, c3
+
+
+def open_uniform(words: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """32-bit words to uniforms (w + 1/2) / 2^32 in (0, 1) (in float32 the top 2^-25 rounds
+    to 1.0, which every use here tolerates; never 0)."""
+    return (words.to(dtype) + 0.5) * 2.0**-32
+
+
+class Draws:
+    """Draws ``start..stop-1`` of every example's stream, for the examples keyed ``keys [B]``.
+
+    Each method returns ``[stop - start, B, dims]`` in ``dtype`` (default: torch's) and takes
+    the next purpose number, so two calls never share values. Value ``(k, b, j)`` of a call
+    depends only on ``keys[b]``, k, the purpose and j.
     """
-    if not 0 <= start < stop:
-        raise ValueError(f"need 0 <= start < stop, got {start}, {stop}")
-    columns = []
-    first_block, last_block = start // BLOCK_SIZE, (stop - 1) // BLOCK_SIZE
-    cuda_devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
-    generators = [torch.default_generator] + [
-        torch.cuda.default_generators[d] for d in cuda_devices
-    ]
-    with torch.random.fork_rng(devices=cuda_devices):
-        for key in keys:
-            blocks = []
-            for block in range(first_block, last_block + 1):
-                block_key = stream_key(key, block)
-                for generator in generators:  # not torch.manual_seed: it queues lazy CUDA calls
-                    generator.manual_seed(block_key)
-                blocks.append(draw(BLOCK_SIZE))
-            stream = torch.cat(blocks)
-            offset = first_block * BLOCK_SIZE
-            columns.append(stream[start - offset : stop - offset])
-    return torch.stack(columns, dim=1)
 
+    def __init__(
+        self, keys: torch.Tensor, start: int, stop: int, dtype: torch.dtype | None = None
+    ) -> None:
+        if not 0 <= start < stop:
+            raise ValueError(f"need 0 <= start < stop, got {start}, {stop}")
+        self.keys = torch.as_tensor(keys, dtype=torch.int64)
+        self.start, self.stop = start, stop
+        self.dtype = dtype or torch.get_default_dtype()
+        # float64 values are computed in float64, every other dtype in float32
+        self.compute_dtype = torch.float64 if self.dtype == torch.float64 else torch.float32
+        self.purpose = 0
+        self.device = self.keys.device
 
-def standard_normal(dims: int, device: torch.device | str) -> NoiseFunction:
-    """``n -> [n, dims]`` standard normals from the global generator."""
-    return lambda n: torch.randn(n, dims, device=device)
+    @property
+    def count(self) -> int:
+        """Draws per example: stop - start."""
+        return self.stop - self.start
+
+    def _fill(self, dims: int, width: int, values: BlockValues) -> torch.Tensor:
+        """``[n, B, dims]``, block by block of consecutive draws sized to stay in cache (several
+        times faster than one pass over the whole grid): ``values(words) -> [rows, B, >= dims]``
+        where ``words(attempt)`` gives the four Philox word tensors ``[rows, B, width]`` of the
+        block at counters (draw, position < width, this call's purpose, attempt), and
+        ``words(attempt, cells)`` those of the cells ``(row, example, position)`` alone."""
+        batch = self.keys.shape[0]
+        out = torch.empty(self.count, batch, dims, dtype=self.dtype, device=self.device)
+        key = (self.keys & _LOW32).view(1, -1, 1), _shift_right(self.keys, 32).view(1, -1, 1)
+        position = torch.arange(width, device=self.device).view(1, 1, -1)
+        step = max(1, CACHE_BLOCK // max(1, batch * width))
+        for first in range(0, self.count, step):
+            rows = min(step, self.count - first)
+            draw = torch.arange(self.start + first, self.start + first + rows, device=self.device)
+            counter = draw.view(-1, 1, 1), position, self.purpose
+
+            def words(attempt: int, cells=None, draw=draw, counter=counter) -> Words:
+                if cells is None:
+                    return philox4x32((*counter, attempt), key)
+                row, example, place = cells
+                cell_key = key[0].view(-1)[example], key[1].view(-1)[example]
+                return philox4x32((draw[row], place, self.purpose, attempt), cell_key)
+
+            out[first : first + rows] = values(words)[..., :dims]
+        self.purpose += 1
+        return out
+
+    def uniform(self, dims: int) -> torch.Tensor:
+        """``[n, B, dims]`` uniforms on (0, 1); four per Philox call."""
+
+        def uniforms(words: WordsByAttempt) -> torch.Tensor:
+            return open_uniform(torch.stack(words(0), dim=-1).flatten(-2), self.compute_dtype)
+
+        return self._fill(dims, -(-dims // 4), uniforms)
+
+    def normal(self, dims: int) -> torch.Tensor:
+        """``[n, B, dims]`` standard normals: Box-Muller on pairs of uniforms, both branches,
+        r = sqrt(-2 log u_a), (r cos 2 pi u_b, r sin 2 pi u_b); four per call."""
+
+        def box_muller(words: WordsByAttempt) -> torch.Tensor:
+            w0, w1, w2, w3 = words(0)
+            u_a = open_uniform(torch.stack([w0, w2], dim=-1), self.compute_dtype)
+            u_b = open_uniform(torch.stack([w1, w3], dim=-1), self.compute_dtype)
+            radius, angle = torch.sqrt(-2.0 * torch.log(u_a)), (2.0 * math.pi) * u_b
+            pairs = torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], dim=-1)
+            return pairs.flatten(-3)
+
+        return self._fill(dims, -(-dims // 4), box_muller)
+
+    def gamma(self, concentration: float, dims: int) -> torch.Tensor:
+        """``[n, B, dims]`` Gamma(``concentration``, rate 1) values by Marsaglia & Tsang (2000):
+        with d = a - 1/3, c = 1 / sqrt(9 d), x ~ N(0, 1), v = (1 + c x)^3, accept d v when
+        v > 0 and log u < x^2 / 2 + d - d v + d log v; for a < 1, Gamma(a + 1) u'^(1/a).
+        Attempt t of value (k, b, j) uses the words of counter (k, j, purpose, t) (x from the
+        first two, u from the third, u' from the fourth of attempt 0), so the first accepted
+        attempt is the same wherever the value is computed. Computed in float64."""
+        if not concentration > 0:
+            raise ValueError(f"gamma concentration must be > 0, got {concentration}")
+        boosted = concentration < 1
+        d = (concentration + 1 if boosted else concentration) - 1.0 / 3.0
+        c = 1.0 / math.sqrt(9.0 * d)
+
+        def candidates(words: Words) -> tuple[torch.Tensor, torch.Tensor]:
+            """One attempt: the candidate d v and whether it is accepted."""
+            w0, w1, w2, _ = words
+            x = torch.sqrt(-2.0 * torch.log(open_uniform(w0))) * torch.cos(
+                (2.0 * math.pi) * open_uniform(w1)
+            )
+            v = (1.0 + c * x) ** 3
+            log_v = torch.log(v.clamp_min(torch.finfo(torch.float64).tiny))
+            accept = (v > 0) & (torch.log(open_uniform(w2)) < 0.5 * x**2 + d - d * v + d * log_v)
+            return d * v, accept
+
+        def marsaglia_tsang(words: WordsByAttempt) -> torch.Tensor:
+            first = words(0)
+            candidate, accept = candidates(first)
+            value = torch.where(accept, candidate, math.nan)
+            attempt = 1
+            while bool((pending := value.isnan()).any()):  # a few % of cells, then fewer
+                cells = pending.nonzero(as_tuple=True)
+                candidate, accept = candidates(words(attempt, cells))
+                value[cells] = torch.where(accept, candidate, math.nan)
+                attempt += 1
+            if boosted:
+                value = value * open_uniform(first[3]) ** (1.0 / concentration)
+            return value.clamp_min(torch.finfo(self.dtype).tiny)
+
+        return self._fill(dims, dims, marsaglia_tsang)
