@@ -13,6 +13,7 @@ from conftest import compose_config
 from vaelik import config as vaelik_config
 from vaelik.config import config_dir
 from vaelik.models.factory import build_model
+from vaelik.training.fit import build_all
 
 CONF = Path(config_dir())
 TRAIN_GROUPS = [
@@ -98,3 +99,16 @@ def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path, monk
     # the default run and sweep folders go through it
     hydra_defaults = (Path(vaelik_config.config_dir()) / "hydra/default.yaml").read_text()
     assert hydra_defaults.count("${vaelik.new_dir:") == 2
+
+
+@pytest.mark.parametrize(
+    ("experiment", "left"),  # an experiment's own whole callbacks (early stopping) stay
+    [("binarized_mnist", set()), ("bmnist_vae", {"EarlyStopping"})],
+)
+def test_callbacks_none_removes_the_callbacks_an_experiment_configures(experiment, left):
+    cfg = compose_config(overrides=[f"experiment={experiment}", "callbacks=none"])
+    assert "log_likelihood" in cfg.callbacks  # the experiment's settings for it are still there
+    assert {type(callback).__name__ for callback in build_all(cfg.callbacks)} == left
+    kept = compose_config(overrides=[f"experiment={experiment}"])
+    names = {type(callback).__name__ for callback in build_all(kept.callbacks)}
+    assert {"LogLikelihoodCallback", "ModelCheckpoint"} <= names

@@ -131,10 +131,16 @@ def compare_with_uniform(final: dict[str, Any], data_kind: str) -> dict[str, Any
 
 
 def build_all(nodes: DictConfig | None) -> list[Any]:
-    """Instantiate every ``_target_`` node of a mapping (callbacks, loggers); skip null entries."""
+    """Instantiate every ``_target_`` node of a mapping (callbacks, loggers). Null entries are
+    skipped, and so are settings without a ``_target_``: what an experiment sets for a callback
+    that ``callbacks=none`` removed (``experiment=binarized_mnist callbacks=none``)."""
     if not nodes:
         return []
-    return [instantiate(node) for node in nodes.values() if node is not None]
+    return [
+        instantiate(node)
+        for node in nodes.values()
+        if node is not None and not (OmegaConf.is_dict(node) and "_target_" not in node)
+    ]
 
 
 def name_run_from_hydra(cfg: DictConfig) -> None:
