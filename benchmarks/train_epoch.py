@@ -4,6 +4,9 @@ objective, optimiser and data, in the same run.
 - plain loop: the model that ``experiment=binarized_mnist`` builds (MLP 784-500-500, 50 latents,
   tanh), its ELBO objective and Adam, over the training images held in one tensor (shuffled
   slices of 100), then the ELBO over the validation images; no logging, no checkpoints.
+- pythae 0.1.2 (``pip install -e ".[bench]"``; skipped when it is not installed): its ``VAE``
+  with the same encoder and decoder networks (tanh MLPs, Bernoulli "bce" reconstruction) and
+  its ``BaseTrainer`` (Adam, batch 100, its evaluation pass over the validation images).
 - ``vaelik-train`` with ``callbacks=none logger=none`` (Lightning, DataLoader, metric logging,
   the finite-loss check), then with the default callbacks and the per-epoch log p(x) estimate on
   (``callbacks.log_likelihood.every_n_epochs=1``, its K and examples as configured), whose
@@ -20,6 +23,7 @@ epoch for each and the ratios.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import subprocess
 import sys
@@ -47,6 +51,19 @@ def compose(data_dir: str):
         )
 
 
+def images(cfg) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training and validation images of ``cfg.data``, each stacked into one tensor."""
+    from hydra.utils import instantiate
+
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    train, val = (datamodule.dataset(split) for split in ("train", "val"))
+    return (
+        torch.stack([train[i][0] for i in range(len(train))]),
+        torch.stack([val[i][0] for i in range(len(val))]),
+    )
+
+
 def plain_epoch_seconds(data_dir: str, epochs: int) -> float:
     """Seconds per epoch (train + validation ELBO) of a plain loop, epochs 2..E."""
     from hydra.utils import instantiate
@@ -54,13 +71,9 @@ def plain_epoch_seconds(data_dir: str, epochs: int) -> float:
     from vaelik.models.factory import build_model
 
     cfg = compose(data_dir)
-    datamodule = instantiate(cfg.data)
-    datamodule.setup("fit")
-    train, val = (datamodule.dataset(split) for split in ("train", "val"))
-    train_x = torch.stack([train[i][0] for i in range(len(train))])
-    val_x = torch.stack([val[i][0] for i in range(len(val))])
+    train_x, val_x = images(cfg)
     torch.manual_seed(0)
-    model = build_model(cfg, datamodule.kind)
+    model = build_model(cfg, "binary")
     objective = instantiate(cfg.objective)
     optimizer = instantiate(cfg.optim.optimizer)(model.parameters())
     batch = int(cfg.data.batch_size)
@@ -98,6 +111,73 @@ class EpochClock(pl.Callback):
 
     def on_fit_end(self, trainer, pl_module) -> None:
         self._stamp()
+
+
+def pythae_epoch_seconds(data_dir: str, epochs: int) -> float | None:
+    """Seconds per epoch (train + its evaluation pass) of pythae's trainer, epochs 2..E; None
+    when pythae is not installed."""
+    try:
+        from pythae.data.datasets import BaseDataset
+        from pythae.models import VAE, VAEConfig
+        from pythae.models.base.base_utils import ModelOutput
+        from pythae.models.nn import BaseDecoder, BaseEncoder
+        from pythae.trainers import BaseTrainer, BaseTrainerConfig
+        from pythae.trainers.training_callbacks import TrainingCallback
+    except ImportError:
+        return None
+    cfg = compose(data_dir)
+    train_x, val_x = images(cfg)
+    latent, hidden = int(cfg.latent_dim), list(cfg.encoder.hidden)
+    pixels = train_x[0].numel()
+
+    def tanh_mlp(sizes: list[int]) -> torch.nn.Sequential:
+        layers: list[torch.nn.Module] = []
+        for fan_in, fan_out in itertools.pairwise(sizes):
+            layers += [torch.nn.Linear(fan_in, fan_out), torch.nn.Tanh()]
+        return torch.nn.Sequential(*layers[:-1])  # no tanh after the last layer
+
+    class Encoder(BaseEncoder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = tanh_mlp([pixels, *hidden, 2 * latent])
+
+        def forward(self, x):
+            loc, log_var = self.net(x.flatten(1)).chunk(2, dim=-1)
+            return ModelOutput(embedding=loc, log_covariance=log_var)
+
+    class Decoder(BaseDecoder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = tanh_mlp([latent, *reversed(hidden), pixels])
+
+        def forward(self, z):
+            return ModelOutput(reconstruction=torch.sigmoid(self.net(z)).view(-1, *shape))
+
+    shape = tuple(train_x.shape[1:])
+    stamps: list[float] = []
+
+    class Clock(TrainingCallback):
+        def on_epoch_begin(self, training_config, **kwargs):
+            stamps.append(time.perf_counter())
+
+        def on_train_end(self, training_config, **kwargs):
+            stamps.append(time.perf_counter())
+
+    config = VAEConfig(input_dim=shape, latent_dim=latent, reconstruction_loss="bce")
+    model = VAE(config, encoder=Encoder(), decoder=Decoder())
+    with tempfile.TemporaryDirectory() as folder:
+        training = BaseTrainerConfig(
+            output_dir=folder,
+            num_epochs=epochs,
+            learning_rate=float(cfg.optim.optimizer.lr),
+            per_device_train_batch_size=int(cfg.data.batch_size),
+            per_device_eval_batch_size=int(cfg.data.batch_size),
+            no_cuda=True,
+        )
+        train, val = (BaseDataset(x, torch.zeros(len(x))) for x in (train_x, val_x))
+        trainer = BaseTrainer(model, train, val, training, callbacks=[Clock()])
+        trainer.train()
+    return (stamps[-1] - stamps[1]) / (epochs - 1)
 
 
 def vaelik_epoch_seconds(data_dir: str, epochs: int, threads: int, extra: list[str]) -> float:
@@ -141,15 +221,22 @@ def main() -> None:
         raise SystemExit("--epochs must be >= 2 (the first epoch is not timed)")
     torch.set_num_threads(args.threads)
     plain = plain_epoch_seconds(args.data_dir, args.epochs)
+    pythae = pythae_epoch_seconds(args.data_dir, args.epochs)
     bare = vaelik_epoch_seconds(args.data_dir, args.epochs, args.threads, ["callbacks=none"])
     full = vaelik_epoch_seconds(
         args.data_dir, args.epochs, args.threads, ["callbacks.log_likelihood.every_n_epochs=1"]
     )
     print(f"{EXPERIMENT}, {args.threads} threads, epochs 2..{args.epochs} timed")
     print(f"  plain PyTorch loop                      {plain:7.2f} s/epoch")
+    if pythae is not None:
+        print(f"  pythae 0.1.2 BaseTrainer                {pythae:7.2f} s/epoch")
     print(f"  vaelik-train, callbacks=none            {bare:7.2f} s/epoch")
     print(f"  vaelik-train, default callbacks, log p(x) every epoch {full:7.2f} s/epoch")
     print(f"vaelik (no callbacks) / plain loop: {bare / plain:.2f}x (target <= 1.10)")
+    if pythae is None:
+        print('pythae is not installed (pip install -e ".[bench]"): no comparison')
+    else:
+        print(f"vaelik (no callbacks) / pythae: {bare / pythae:.2f}x (target <= 1.00)")
     print(f"per-epoch callbacks' cost: {full - bare:.2f} s/epoch")
 
 
