@@ -27,8 +27,10 @@ import torch
 PHILOX_M0, PHILOX_M1 = 0xD2511F53, 0xCD9E8D57
 PHILOX_W0, PHILOX_W1 = 0x9E3779B9, 0xBB67AE85
 PHILOX_ROUNDS = 10
-#: (draw, example, word) cells computed per pass: small enough for the passes to stay in cache
+#: (draw, example, word) cells computed per pass on a CPU: small enough to stay in cache
 CACHE_BLOCK = 1 << 14
+#: cells per pass on other devices: a GPU wants few, large kernels
+DEVICE_BLOCK = 1 << 24
 
 _LOW32 = 0xFFFFFFFF
 
@@ -142,7 +144,8 @@ class Draws:
         out = torch.empty(self.count, batch, dims, dtype=self.dtype, device=self.device)
         key = (self.keys & _LOW32).view(1, -1, 1), _shift_right(self.keys, 32).view(1, -1, 1)
         position = torch.arange(width, device=self.device).view(1, 1, -1)
-        step = max(1, CACHE_BLOCK // max(1, batch * width))
+        cells = CACHE_BLOCK if self.device.type == "cpu" else DEVICE_BLOCK
+        step = max(1, cells // max(1, batch * width))
         for first in range(0, self.count, step):
             rows = min(step, self.count - first)
             draw = torch.arange(self.start + first, self.start + first + rows, device=self.device)
