@@ -65,6 +65,10 @@ def test_train_prints_what_a_user_needs_and_nothing_else(trained_run):
     assert "model.decoder" in printed and "parameters (" in printed  # the model summary
     # not a terminal: a line per epoch, with the metrics a bar would show
     assert re.search(r"^epoch 2/2 \(\d+ s\): .*val/log_px -\d+\.\d", out, re.M)
+    # each line shows its own epoch's training loss (the last one: the final metrics')
+    printed_loss = re.search(r"^epoch 2/2 .*train/loss_epoch (\d+\.?\d*)", out, re.M)
+    final = json.loads((trained_run / "metrics.json").read_text())["train/loss_epoch"]
+    assert printed_loss and float(printed_loss.group(1)) == pytest.approx(final, rel=2e-3)
     assert out.rstrip().endswith(f"wrote results to {trained_run}")
     for noise in ("Tip", "FLOPs", "v_num", "not writable", "Trainer already configured"):
         assert noise not in printed, noise

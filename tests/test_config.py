@@ -6,6 +6,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -13,7 +14,7 @@ from conftest import compose_config
 from vaelik import config as vaelik_config
 from vaelik.config import config_dir
 from vaelik.models.factory import build_model
-from vaelik.training.fit import build_all
+from vaelik.training.fit import build_all, optimizer_factory
 
 CONF = Path(config_dir())
 TRAIN_GROUPS = [
@@ -112,3 +113,21 @@ def test_callbacks_none_removes_the_callbacks_an_experiment_configures(experimen
     kept = compose_config(overrides=[f"experiment={experiment}"])
     names = {type(callback).__name__ for callback in build_all(kept.callbacks)}
     assert {"LogLikelihoodCallback", "ModelCheckpoint"} <= names
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fused"),
+    [
+        ([], True),
+        (["optim=adamw"], True),
+        (["trainer.precision=bf16-mixed"], True),
+        (["trainer.gradient_clip_val=1.0"], True),
+        # Lightning cannot clip gradients under mixed precision with a fused optimiser
+        (["trainer.precision=bf16-mixed", "trainer.gradient_clip_val=1.0"], False),
+        (["trainer.precision=16-mixed", "experiment=cifar10"], False),
+    ],
+)
+def test_adam_is_fused_unless_mixed_precision_clips_gradients(overrides, fused):
+    cfg = compose_config(overrides=overrides)
+    optimizer = optimizer_factory(cfg)([torch.nn.Parameter(torch.zeros(3))])
+    assert optimizer.defaults["fused"] is fused

@@ -120,8 +120,11 @@ def test_eval_under_torchrun_equals_one_process(
     one, two = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("one", "two"))
     assert (one["processes"], two["processes"]) == (1, 2)
     assert two["num_examples"] == one["num_examples"] == 41
+    # the same draws; only float32 matmul blocking differs (batches split differently), which
+    # moves each log p(x) by ~1e-6 of its ~200 nats: 1e-6 relative on the mean, and a few 1e-6
+    # absolute on the standard error (a spread of ~1 nat) and the per-example diagnostics
     for key in ("log_px_mean", "log_px_stderr", "bpd", "ess_mean", "khat_mean"):
-        assert two[key] == pytest.approx(one[key], rel=1e-6), key
+        assert two[key] == pytest.approx(one[key], rel=1e-6, abs=2e-5), key
     rows = [(tmp_path / d / "per_example.csv").read_text().splitlines() for d in ("one", "two")]
     assert [r.split(",")[0] for r in rows[0]] == [
         r.split(",")[0] for r in rows[1]

@@ -3,10 +3,10 @@ batch, the chunk, the process or the device it lands on.
 
 Every value is a pure function of (example key, draw number k, purpose, position), computed for
 a whole chunk at once by a counter-based generator (:func:`philox4x32`): no generator state, no
-Python loop over examples or draws, the same bits on CPU and GPU (the floats that come out of
-them differ by rounding only). So any chunking of the K draws (or of the batch) reproduces the
-same numbers, the first K draws of a run with more draws are the same, and an example gets the
-same estimate on one process or on many.
+Python loop over examples (draws go in cache-sized blocks), the same bits on CPU and GPU (the
+floats made from them differ by rounding only). So any chunking of the K draws (or of the
+batch) reproduces the same numbers, the first K draws of a run with more draws are the same,
+and an example gets the same estimate on one process or on many.
 
 Keys: ``example_keys(seed, index) [B]`` mixes the run's seed with each dataset index
 (splitmix64); :func:`substream_keys` mixes further integers in (an AIS step and direction).
@@ -91,7 +91,7 @@ def philox4x32(
     32-bit words. Ten rounds of (c0, c1, c2, c3) -> (hi(M1 c2) ^ c1 ^ k0, lo(M1 c2),
     hi(M0 c0) ^ c3 ^ k1, lo(M0 c0)), the key bumped by (W0, W1) mod 2^32 between rounds.
     Distinct counters under one key give distinct outputs; the output passes BigCrush."""
-    c0, c1, c2, c3 = (torch.as_tensor(c, dtype=torch.int64, device=key[0].device) for c in counter)
+    c0, c1, c2, c3 = counter  # ints stay ints: no host-to-device copy for a constant word
     k0, k1 = key
     for round_ in range(PHILOX_ROUNDS):
         if round_:
@@ -102,10 +102,13 @@ def philox4x32(
     return c0, c1, c2, c3
 
 
-def open_uniform(words: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """32-bit words to uniforms (w + 1/2) / 2^32 in (0, 1) (in float32 the top 2^-25 rounds
-    to 1.0, which every use here tolerates; never 0)."""
-    return (words.to(dtype) + 0.5) * 2.0**-32
+def open_uniform(words: torch.Tensor) -> torch.Tensor:
+    """32-bit words to float64 uniforms (w + 1/2) / 2^32, strictly inside (0, 1).
+
+    Every value is computed in float64 and rounded once to the requested dtype: a float32 log or
+    cosine can differ by an ulp between a kernel's vectorised body and its scalar tail, which
+    would make a value depend on where it sits in the batch; rounded from float64 it does not."""
+    return (words.double() + 0.5) * 2.0**-32
 
 
 class Draws:
@@ -124,8 +127,6 @@ class Draws:
         self.keys = torch.as_tensor(keys, dtype=torch.int64)
         self.start, self.stop = start, stop
         self.dtype = dtype or torch.get_default_dtype()
-        # float64 values are computed in float64, every other dtype in float32
-        self.compute_dtype = torch.float64 if self.dtype == torch.float64 else torch.float32
         self.purpose = 0
         self.device = self.keys.device
 
@@ -166,7 +167,7 @@ class Draws:
         """``[n, B, dims]`` uniforms on (0, 1); four per Philox call."""
 
         def uniforms(words: WordsByAttempt) -> torch.Tensor:
-            return open_uniform(torch.stack(words(0), dim=-1).flatten(-2), self.compute_dtype)
+            return open_uniform(torch.stack(words(0), dim=-1).flatten(-2))
 
         return self._fill(dims, -(-dims // 4), uniforms)
 
@@ -176,8 +177,8 @@ class Draws:
 
         def box_muller(words: WordsByAttempt) -> torch.Tensor:
             w0, w1, w2, w3 = words(0)
-            u_a = open_uniform(torch.stack([w0, w2], dim=-1), self.compute_dtype)
-            u_b = open_uniform(torch.stack([w1, w3], dim=-1), self.compute_dtype)
+            u_a = open_uniform(torch.stack([w0, w2], dim=-1))
+            u_b = open_uniform(torch.stack([w1, w3], dim=-1))
             radius, angle = torch.sqrt(-2.0 * torch.log(u_a)), (2.0 * math.pi) * u_b
             pairs = torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], dim=-1)
             return pairs.flatten(-3)

@@ -59,7 +59,7 @@ def train(cfg: DictConfig) -> float | None:
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
     module = VAELitModule(
         model=model,
-        optimizer=instantiate(cfg.optim.optimizer),
+        optimizer=optimizer_factory(cfg),
         num_dims=datamodule.num_dims,
         objective=instantiate(cfg.objective),
         config=resolved,
@@ -130,17 +130,33 @@ def compare_with_uniform(final: dict[str, Any], data_kind: str) -> dict[str, Any
     return {"uniform_bpd": uniform, "worse_than_uniform": worse}
 
 
+def optimizer_factory(cfg: DictConfig):
+    """``params -> optimizer`` of ``cfg.optim``; a ``fused`` optimizer is made unfused under
+    mixed precision with gradient clipping, which Lightning cannot combine with fused steps
+    (they unscale the gradients themselves)."""
+    clipped = cfg.trainer.get("gradient_clip_val") not in (None, 0)
+    mixed = "mixed" in str(cfg.trainer.get("precision", ""))
+    if clipped and mixed and cfg.optim.optimizer.get("fused"):
+        log.info("optim.optimizer.fused=false: mixed precision with gradient clipping")
+        return instantiate(cfg.optim.optimizer, fused=False)
+    return instantiate(cfg.optim.optimizer)
+
+
 def build_all(nodes: DictConfig | None) -> list[Any]:
     """Instantiate every ``_target_`` node of a mapping (callbacks, loggers). Null entries are
     skipped, and so are settings without a ``_target_``: what an experiment sets for a callback
     that ``callbacks=none`` removed (``experiment=binarized_mnist callbacks=none``)."""
     if not nodes:
         return []
-    return [
-        instantiate(node)
-        for node in nodes.values()
-        if node is not None and not (OmegaConf.is_dict(node) and "_target_" not in node)
-    ]
+    built = []
+    for name, node in nodes.items():
+        if node is None:
+            continue
+        if OmegaConf.is_dict(node) and "_target_" not in node:
+            log.warning(f"{name}: settings without a _target_ (none to build), skipped: {node}")
+            continue
+        built.append(instantiate(node))
+    return built
 
 
 def name_run_from_hydra(cfg: DictConfig) -> None:

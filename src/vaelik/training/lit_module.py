@@ -27,7 +27,10 @@ class EpochSums:
         self.count = 0
 
     def add(self, metrics: dict[str, torch.Tensor], batch_size: int) -> None:
-        values = torch.stack([value.detach().double() for value in metrics.values()])
+        # float64 sums, except on Apple's MPS, which has no float64
+        on_mps = next(iter(metrics.values())).device.type == "mps"
+        dtype = torch.float32 if on_mps else torch.float64
+        values = torch.stack([value.detach().to(dtype) for value in metrics.values()])
         if self.sums is None:
             self.names, self.sums = list(metrics), torch.zeros_like(values)
         self.sums += values * batch_size
@@ -112,7 +115,8 @@ class VAELitModule(pl.LightningModule):
         Epoch means come from running sums instead of Lightning's own accumulation: a
         ``self.log`` call costs Lightning a walk over its result object, and seven a step were
         a tenth of an MLP epoch on a CPU."""
-        if (self.global_step + 1) % max(1, self.trainer.log_every_n_steps) == 0:
+        every = self.trainer.log_every_n_steps  # 0: no step logging, as in Lightning
+        if every and (self.global_step + 1) % every == 0:
             steps = {f"{name}_step": value for name, value in metrics.items()}
             self.log("train/loss_step", steps.pop("train/loss_step"), prog_bar=True)
             self.log_dict({**steps, "train/kl_weight": kl_weight})
@@ -121,14 +125,22 @@ class VAELitModule(pl.LightningModule):
         """``<split>/<metric><suffix>``: each metric's mean over the epoch's examples, the same
         on every process (sums and counts are added over processes first)."""
         reduce_sum = functools.partial(self.trainer.strategy.reduce, reduce_op="sum")
+        logged = dict(on_step=False, on_epoch=True, sync_dist=True)  # equal on every process
         for name, value in self.epoch_sums[split].means(reduce_sum).items():
-            self.log(f"{name}{suffix}", value, prog_bar=name == f"{split}/loss")
+            self.log(f"{name}{suffix}", value, prog_bar=name == f"{split}/loss", **logged)
             if suffix:  # and unsuffixed for callbacks and metrics.json, as Lightning does
-                self.log(name, value, logger=False)
+                self.log(name, value, logger=False, **logged)
         self.epoch_sums[split] = EpochSums()
 
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        # the epoch's means at its last batch, before validation and every callback's
+        # on_train_epoch_end (the per-epoch console line among them) reads them
+        if batch_idx + 1 == self.trainer.num_training_batches:
+            self.log_epoch_means("train", "_epoch")
+
     def on_train_epoch_end(self) -> None:
-        self.log_epoch_means("train", "_epoch")
+        if self.epoch_sums["train"].count:  # an epoch of unknown length, or one cut short
+            self.log_epoch_means("train", "_epoch")
 
     def on_validation_epoch_end(self) -> None:
         self.log_epoch_means("val")
