@@ -136,8 +136,8 @@ class StudentTProposal(BaseReplacement):
 
     def draw_noise(self, model, posterior, draws):
         normals = draws.normal(posterior.noise_dims)
-        chi2 = draws.gamma(0.5 * self.df, posterior.base_dims) / 0.5
-        return torch.cat([normals, chi2.clamp_min(torch.finfo(chi2.dtype).tiny)], dim=-1)
+        chi2 = draws.gamma(0.5 * self.df, posterior.base_dims) / 0.5  # > 0: gamma is clamped
+        return torch.cat([normals, chi2], dim=-1)
 
     def base_draw(self, posterior, noise):
         eps = noise[..., : posterior.base_dims]

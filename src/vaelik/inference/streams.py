@@ -111,6 +111,13 @@ def open_uniform(words: torch.Tensor) -> torch.Tensor:
     return (words.double() + 0.5) * 2.0**-32
 
 
+def polar(radius_words: torch.Tensor, angle_words: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Box-Muller's polar pair from words: r = sqrt(-2 log u_a), angle = 2 pi u_b (float64);
+    (r cos angle, r sin angle) are two independent standard normals."""
+    radius = torch.sqrt(-2.0 * torch.log(open_uniform(radius_words)))
+    return radius, (2.0 * math.pi) * open_uniform(angle_words)
+
+
 class Draws:
     """Draws ``start..stop-1`` of every example's stream, for the examples keyed ``keys [B]``.
 
@@ -177,9 +184,7 @@ class Draws:
 
         def box_muller(words: WordsByAttempt) -> torch.Tensor:
             w0, w1, w2, w3 = words(0)
-            u_a = open_uniform(torch.stack([w0, w2], dim=-1))
-            u_b = open_uniform(torch.stack([w1, w3], dim=-1))
-            radius, angle = torch.sqrt(-2.0 * torch.log(u_a)), (2.0 * math.pi) * u_b
+            radius, angle = polar(torch.stack([w0, w2], dim=-1), torch.stack([w1, w3], dim=-1))
             pairs = torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], dim=-1)
             return pairs.flatten(-3)
 
@@ -201,9 +206,8 @@ class Draws:
         def candidates(words: Words) -> tuple[torch.Tensor, torch.Tensor]:
             """One attempt: the candidate d v and whether it is accepted."""
             w0, w1, w2, _ = words
-            x = torch.sqrt(-2.0 * torch.log(open_uniform(w0))) * torch.cos(
-                (2.0 * math.pi) * open_uniform(w1)
-            )
+            radius, angle = polar(w0, w1)
+            x = radius * torch.cos(angle)
             v = (1.0 + c * x) ** 3
             log_v = torch.log(v.clamp_min(torch.finfo(torch.float64).tiny))
             accept = (v > 0) & (torch.log(open_uniform(w2)) < 0.5 * x**2 + d - d * v + d * log_v)
