@@ -126,8 +126,9 @@ class AnnealedImportanceSampling(LogWeightEstimator):
     ``auto`` (the default) is 1 for latents of at most :data:`PRIOR_START_MAX_DIM` dimensions,
     where chains from the proposal can all fall into a mode that misses most of the mass and
     chains from the prior find every mode, and for guides that cannot score latents; else 0.
-    Batches are cut into chunks of at most ``chunk_size`` (chain, example) pairs; a chunk never
-    splits an example's chains.
+    Batches are cut into chunks of at most ``chunk_size`` (chain, example) pairs (None: by device,
+    :func:`~vaelik.inference.log_weights.default_chunk_size`); a chunk never splits an example's
+    chains.
     """
 
     needs_log_prob = True
@@ -141,7 +142,7 @@ class AnnealedImportanceSampling(LogWeightEstimator):
         target_accept: float = 0.65,
         adapt_step_size: bool = True,
         schedule: str = "sigmoid",
-        chunk_size: int = 20_000,
+        chunk_size: int | None = None,
         seed: int = 0,
         name: str = "ais",
         proposal: Proposal | None = None,
@@ -223,7 +224,7 @@ class AnnealedImportanceSampling(LogWeightEstimator):
         backwards from it. Log-weights ``[K, B]`` in float64."""
         self.check(model, proposal)
         proposal = self.proposal_for(model, proposal)
-        rows = max(1, self.chunk_size // self.num_samples)
+        rows = max(1, self.pairs_per_pass(x.device) // self.num_samples)
         log_w = torch.empty(self.num_samples, x.shape[0], dtype=torch.float64, device=x.device)
         with torch.no_grad():
             chunks = list(batch_chunks(model, x, index, rows, self.seed))

@@ -19,7 +19,11 @@ from vaelik.inference.diagnostics import (
     normalized_ess,
     pareto_khat,
 )
-from vaelik.inference.log_weights import check_positive, importance_log_weights
+from vaelik.inference.log_weights import (
+    check_positive,
+    default_chunk_size,
+    importance_log_weights,
+)
 from vaelik.inference.proposals import Proposal
 from vaelik.models.vae import VAE
 
@@ -62,10 +66,17 @@ class LogWeightEstimator:
     the reduction to an :class:`Estimate` are shared."""
 
     def __init__(
-        self, num_samples: int, chunk_size: int, seed: int, name: str, proposal: Proposal | None
+        self,
+        num_samples: int,
+        chunk_size: int | None,
+        seed: int,
+        name: str,
+        proposal: Proposal | None,
     ) -> None:
         self.num_samples = check_positive("estimator.num_samples (K)", num_samples)
-        self.chunk_size = check_positive("estimator.chunk_size", chunk_size)
+        self.chunk_size = (
+            None if chunk_size is None else check_positive("estimator.chunk_size", chunk_size)
+        )
         self.seed = int(seed)
         self.name = name
         self.fixed_proposal = proposal
@@ -77,6 +88,11 @@ class LogWeightEstimator:
         """The proposal this estimator actually uses for ``model`` given the run's
         ``proposal``."""
         return self.fixed_proposal if self.fixed_proposal is not None else proposal
+
+    def pairs_per_pass(self, device: torch.device) -> int:
+        """``chunk_size``, or where it is None the size that suits ``device``
+        (:func:`~vaelik.inference.log_weights.default_chunk_size`)."""
+        return default_chunk_size(device) if self.chunk_size is None else self.chunk_size
 
     def check(self, model: VAE, proposal: Proposal) -> None:
         """Fail before any work if this estimator cannot run on ``model`` with ``proposal``."""
@@ -103,7 +119,8 @@ class ImportanceSampling(LogWeightEstimator):
 
     Args:
         num_samples: K >= 1 draws per example.
-        chunk_size: (draw, example) pairs per decoder pass; bounds memory, not the result.
+        chunk_size: (draw, example) pairs per decoder pass; bounds memory, not the result. None:
+            a size that suits the device (:func:`~vaelik.inference.log_weights.default_chunk_size`).
         seed: mixed with each example's index into its random stream.
         name: reported in summaries.
         proposal: a fixed proposal that replaces the run's, or None.
@@ -115,7 +132,7 @@ class ImportanceSampling(LogWeightEstimator):
     def __init__(
         self,
         num_samples: int = 128,
-        chunk_size: int = 20_000,
+        chunk_size: int | None = None,
         seed: int = 0,
         name: str = "importance",
         proposal: Proposal | None = None,
@@ -132,6 +149,6 @@ class ImportanceSampling(LogWeightEstimator):
             index,
             self.proposal_for(model, proposal),
             self.num_samples,
-            self.chunk_size,
+            self.pairs_per_pass(x.device),
             self.seed,
         )

@@ -25,6 +25,19 @@ from vaelik.inference.streams import Draws, example_keys
 from vaelik.models.guides import Posterior
 from vaelik.models.vae import VAE
 
+#: (draw, example) pairs per decoder pass on a CPU: the activations of an MLP decoder's pass
+#: (about 10 MB) stay in cache; 512 to 4096 ran within noise of each other, 20,000 1.3x slower
+CPU_CHUNK = 2048
+#: the same on an accelerator, where a pass must be large to keep the device busy
+DEVICE_CHUNK = 65536
+
+
+def default_chunk_size(device: torch.device) -> int:
+    """Pairs per decoder pass when an estimator's ``chunk_size`` is not set: :data:`CPU_CHUNK`
+    on a CPU, :data:`DEVICE_CHUNK` elsewhere. Set ``estimator.chunk_size`` to bound memory for
+    a large decoder."""
+    return CPU_CHUNK if device.type == "cpu" else DEVICE_CHUNK
+
 
 def check_positive(name: str, value: int) -> int:
     """Return ``value`` if it is an integer >= 1, else raise a ValueError naming ``name``."""

@@ -99,7 +99,8 @@ class Quadrature(LogWeightEstimator):
             2e-9 of its mass beyond 6 in each dimension).
         tolerance: the ``grid_error`` (nats) above which an example is reported as not
             converged (a warning; the figure is in the per-example results either way).
-        chunk_size: (cell, example) pairs per decoder pass; bounds memory, not the result.
+        chunk_size: (cell, example) pairs per decoder pass; bounds memory, not the result (None:
+            by device, :func:`~vaelik.inference.log_weights.default_chunk_size`).
         name: reported in summaries.
     """
 
@@ -111,7 +112,7 @@ class Quadrature(LogWeightEstimator):
         points: int = 400,
         bound: float = 6.0,
         tolerance: float = 0.01,
-        chunk_size: int = 20_000,
+        chunk_size: int | None = None,
         seed: int = 0,
         name: str = "quadrature",
     ) -> None:
@@ -144,7 +145,7 @@ class Quadrature(LogWeightEstimator):
         dims = model.latent_dim
         centres = cell_centres(self.points, self.bound, dims).to(x.device)
         batch = x.shape[0]
-        per_pass = max(1, self.chunk_size // batch)
+        per_pass = max(1, self.pairs_per_pass(x.device) // batch)
         log_w = torch.empty(centres.shape[0], batch, dtype=torch.float64, device=x.device)
         with torch.no_grad():
             for start in range(0, centres.shape[0], per_pass):

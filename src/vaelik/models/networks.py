@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from vaelik.errors import ConfigError
+from vaelik.models.elementwise import Tanh
 
-ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
+ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU, "tanh": Tanh, "silu": nn.SiLU}
 
 
 #: MLPs only: every hidden layer is a :class:`GatedLinear` instead of linear + activation

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch.distributions import Distribution, constraints
 
+from vaelik.models.elementwise import softplus_sum
 from vaelik.models.likelihoods.base import IMAGE_DIMS, LikelihoodHead
 
 
@@ -14,7 +14,8 @@ class BernoulliImage(Distribution):
 
     log p(x|z) = sum_d [x_d l_d - softplus(l_d)], which is the usual binary cross-entropy written
     so that the x-independent part ``sum softplus(l)`` is one reduction and the x-dependent part a
-    product (cheaper than ``binary_cross_entropy_with_logits``; see shared/PERFORMANCE.md).
+    product (cheaper than ``binary_cross_entropy_with_logits``; see shared/PERFORMANCE.md), the
+    first computed by :func:`~vaelik.models.elementwise.softplus_sum`.
     """
 
     arg_constraints = {"logits": constraints.real}
@@ -40,7 +41,7 @@ class BernoulliImage(Distribution):
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         logits = self.logits.flatten(-IMAGE_DIMS)
         x = value.flatten(-IMAGE_DIMS)
-        return (x * logits).sum(-1) - F.softplus(logits).sum(-1)
+        return (x * logits).sum(-1) - softplus_sum(logits)
 
 
 class BernoulliHead(LikelihoodHead):

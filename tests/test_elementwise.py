@@ -1,0 +1,78 @@
+"""The hot path's element-wise functions against torch's own, in value and in gradient."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vaelik.models.elementwise import GROUP, Tanh, softplus_sum, tanh
+from vaelik.models.likelihoods.bernoulli import BernoulliImage
+from vaelik.models.networks import mlp
+
+
+def test_tanh_is_within_float32_rounding_of_the_exact_value():
+    x = torch.linspace(-30, 30, 200_001)
+    exact = torch.tanh(x.double())
+    assert (tanh(x).double() - exact).abs().max() < 3e-7
+    assert tanh(x).dtype == torch.float32
+    assert torch.equal(tanh(torch.tensor([-50.0, 0.0, 50.0])), torch.tensor([-1.0, 0.0, 1.0]))
+
+
+def test_tanh_is_exact_in_float64_and_has_tanh_gradients():
+    x = torch.randn(40, dtype=torch.float64, requires_grad=True) * 3
+    assert torch.allclose(tanh(x), torch.tanh(x), atol=1e-15)
+    (grad,) = torch.autograd.grad(tanh(x).sum(), x)
+    assert torch.allclose(grad, 1 - torch.tanh(x) ** 2, atol=1e-14)
+    leaf = x.detach().requires_grad_()
+    assert torch.autograd.gradcheck(tanh, (leaf,))
+    assert torch.autograd.gradgradcheck(tanh, (leaf,))
+
+
+def test_the_tanh_activation_of_networks_is_vaeliks_and_loads_torch_tanh_weights():
+    net = mlp([3, 5, 2], "tanh")
+    assert isinstance(net[1], Tanh)
+    plain = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh(), torch.nn.Linear(5, 2))
+    net.load_state_dict(plain.state_dict())
+    x = torch.randn(7, 3)
+    assert torch.allclose(net(x), plain(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("pixels", [784, GROUP, 100, 7])
+def test_softplus_sum_matches_the_float64_sum_of_softplus(pixels):
+    torch.manual_seed(pixels)
+    logits = torch.randn(6, 3, pixels) * 8
+    logits[0, 0, :3] = torch.tensor([-120.0, 0.0, 120.0])[: min(3, pixels)]
+    # log(1 + e^l) exactly (F.softplus returns l itself above l = 20, 2e-9 off)
+    exact = torch.logaddexp(logits.double(), torch.zeros((), dtype=torch.float64)).sum(-1)
+    assert softplus_sum(logits).shape == (6, 3)
+    assert (softplus_sum(logits).double() - exact).abs().max() < 1e-6 * exact.abs().max() + 1e-5
+    assert torch.allclose(softplus_sum(logits.double()), exact, rtol=1e-13, atol=1e-12)
+
+
+def test_softplus_sum_does_not_overflow_where_every_factor_is_two():
+    logits = torch.zeros(2, 4 * GROUP)  # each factor 1 + exp(0) = 2: a group's product is 2^64
+    assert torch.allclose(softplus_sum(logits), torch.full((2,), 4 * GROUP * 0.6931471805599453))
+
+
+def test_softplus_sum_of_half_precision_is_computed_in_float32():
+    logits = (torch.randn(4, 784) * 5).bfloat16()
+    out = softplus_sum(logits)
+    assert out.dtype == torch.float32
+    assert torch.allclose(out, F.softplus(logits.float()).sum(-1), rtol=1e-5)
+
+
+def test_softplus_sum_has_the_gradients_of_softplus():
+    logits = (torch.randn(3, 130, dtype=torch.float64) * 4).requires_grad_()
+    weights = torch.randn(3, dtype=torch.float64)
+    (grad,) = torch.autograd.grad((softplus_sum(logits) * weights).sum(), logits)
+    assert torch.allclose(grad, weights[:, None] * torch.sigmoid(logits), atol=1e-15)
+    assert torch.autograd.gradcheck(softplus_sum, (logits,))
+    assert torch.autograd.gradgradcheck(softplus_sum, (logits,))
+
+
+def test_bernoulli_log_prob_is_the_negative_binary_cross_entropy():
+    logits = torch.randn(5, 2, 1, 28, 28, dtype=torch.float64) * 6
+    x = (torch.rand(2, 1, 28, 28) < 0.3).double()
+    expected = -F.binary_cross_entropy_with_logits(
+        logits, x.expand_as(logits), reduction="none"
+    ).sum((-3, -2, -1))
+    assert torch.allclose(BernoulliImage(logits).log_prob(x), expected, rtol=1e-13)
