@@ -48,8 +48,8 @@ def test_softplus_sum_matches_the_float64_sum_of_softplus(pixels):
     assert torch.allclose(softplus_sum(logits.double()), exact, rtol=1e-13, atol=1e-12)
 
 
-def test_softplus_sum_does_not_overflow_where_every_factor_is_two():
-    logits = torch.zeros(2, 4 * GROUP)  # each factor 1 + exp(0) = 2: a group's product is 2^64
+def test_softplus_sum_does_not_underflow_where_every_factor_is_a_half():
+    logits = torch.zeros(2, 4 * GROUP)  # each factor sigmoid(0) = 1/2: a group's product 2^-64
     assert torch.allclose(softplus_sum(logits), torch.full((2,), 4 * GROUP * 0.6931471805599453))
 
 

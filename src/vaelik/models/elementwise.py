@@ -5,13 +5,15 @@ this project's machine while ``sigmoid``, ``exp`` and ``log`` cost 0.5, 1.0 and 
 (``benchmarks/is_throughput.py`` shows their share of importance sampling). So, on a CPU,
 
     tanh(x) = 2 sigmoid(2x) - 1                                   (absolute error < 3e-7),
-    sum_d softplus(l_d) = sum_d max(l_d, 0) + sum_g log prod_{d in g} (1 + exp(-|l_d|)),
+    sum_d softplus(l_d) = sum_d max(l_d, 0) - sum_g log prod_{d in g} sigmoid(|l_d|),
 
-the second with the pixels cut into groups g of :data:`GROUP` (each factor lies in (1, 2], so
-a group's product is below 2^64 and cannot overflow float32): one ``log`` per group instead of
-a ``log1p`` per pixel. Its float32 error is a few 1e-5 nats over 784 pixels, the size of the
-float32 rounding of the sum itself. Elsewhere (CUDA, MPS) the native kernels are used. Both
-are autograd functions whose backward is the usual one: (1 - tanh^2) g and sigmoid(l) g.
+since log(1 + e^l) = max(l, 0) + log(1 + e^{-|l|}) and 1 + e^{-|l|} = 1 / sigmoid(|l|). The
+pixels are cut into groups g of :data:`GROUP`; each factor lies in [1/2, 1], so a group's
+product is at least 2^-64 and cannot underflow float32: one ``log`` per group instead of a
+``log1p`` per pixel (and ``sigmoid`` is cheaper than ``exp`` there). Its float32 error is a few
+1e-5 nats over 784 pixels, the size of the float32 rounding of the sum itself. Elsewhere (CUDA,
+MPS) the native kernels are used. Both are autograd functions whose backward is the usual one:
+(1 - tanh^2) g and sigmoid(l) g.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: pixels per product in :func:`softplus_sum` (a product of 64 factors in (1, 2] is < 2^64)
+#: pixels per product in :func:`softplus_sum` (a product of 64 factors in [1/2, 1] is >= 2^-64)
 GROUP = 64
 
 
@@ -55,13 +57,14 @@ class Tanh(nn.Module):
 
 
 def _log_one_plus_exp_neg_abs_sum(logits: torch.Tensor) -> torch.Tensor:
-    """sum_d log(1 + exp(-|l_d|)) over the last dim, one log per :data:`GROUP` elements."""
-    factors = logits.abs().neg_().exp_().add_(1)
+    """sum_d log(1 + exp(-|l_d|)) = -sum_d log sigmoid(|l_d|) over the last dim, one log per
+    :data:`GROUP` elements."""
+    factors = logits.abs().sigmoid_()
     whole = factors.shape[-1] - factors.shape[-1] % GROUP
-    total = factors[..., :whole].unflatten(-1, (-1, GROUP)).prod(-1).log_().sum(-1)
+    log_product = factors[..., :whole].unflatten(-1, (-1, GROUP)).prod(-1).log_().sum(-1)
     if whole < factors.shape[-1]:
-        total = total + factors[..., whole:].log().sum(-1)
-    return total
+        log_product = log_product + factors[..., whole:].log().sum(-1)
+    return -log_product
 
 
 class _SoftplusSum(torch.autograd.Function):
