@@ -135,3 +135,19 @@ def test_nan_log_weights_raise():
     with pytest.raises(FloatingPointError, match="NaN"):
         x = all_binary_images()[:2]
         importance_log_weights(model, x, torch.arange(2), EncoderProposal(), 4, 4)
+
+
+def test_an_unset_chunk_size_suits_the_device_and_gives_the_same_estimate():
+    estimator = ImportanceSampling(num_samples=300)
+    assert estimator.pairs_per_pass(torch.device("cpu")) == 2048
+    assert estimator.pairs_per_pass(torch.device("cuda")) == 65536
+    assert (
+        ImportanceSampling(num_samples=300, chunk_size=7).pairs_per_pass(torch.device("cpu")) == 7
+    )
+    torch.manual_seed(0)
+    model = tiny_bernoulli_vae().eval()
+    x = all_binary_images()[:5]
+    index = torch.arange(5)
+    chunked = ImportanceSampling(num_samples=300, chunk_size=7)
+    unset, small = (e(model, x, index, EncoderProposal()).log_px for e in (estimator, chunked))
+    assert torch.allclose(unset, small, atol=1e-5)  # float32 matmuls of other sizes
