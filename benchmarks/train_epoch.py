@@ -189,7 +189,7 @@ def vaelik_epoch_seconds(data_dir: str, epochs: int, threads: int, extra: list[s
             "-m",
             "vaelik.cli.train",
             EXPERIMENT,
-            f"paths.data_dir={data_dir}",
+            f"paths.data_dir={Path(data_dir).resolve()}",  # the run starts in a scratch folder
             f"trainer.max_epochs={epochs}",
             "logger=none",
             f"hydra.run.dir={folder}/run",

@@ -76,3 +76,21 @@ def test_bernoulli_log_prob_is_the_negative_binary_cross_entropy():
         logits, x.expand_as(logits), reduction="none"
     ).sum((-3, -2, -1))
     assert torch.allclose(BernoulliImage(logits).log_prob(x), expected, rtol=1e-13)
+
+
+def test_half_precision_tanh_is_torchs():
+    x = torch.tensor([0.001, 0.01, -0.5, 3.0]).bfloat16()
+    assert torch.equal(tanh(x), torch.tanh(x))
+
+
+@pytest.mark.parametrize("function", [tanh, softplus_sum])
+def test_torch_func_transforms_work(function):
+    x = torch.randn(3, 70, dtype=torch.float64)
+    jacobian = torch.func.jacrev(function)(x)
+    numeric = torch.autograd.functional.jacobian(function, x)
+    assert torch.allclose(jacobian, numeric, atol=1e-12)
+    tangent = torch.randn_like(x)
+    _, forward = torch.func.jvp(function, (x,), (tangent,))
+    expected = (numeric.reshape(-1, x.numel()) @ tangent.reshape(-1)).reshape(forward.shape)
+    assert torch.allclose(forward, expected, atol=1e-12)
+    assert torch.allclose(torch.func.vmap(function)(x), function(x), atol=1e-12)

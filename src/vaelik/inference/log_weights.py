@@ -28,8 +28,9 @@ from vaelik.models.vae import VAE
 #: (draw, example) pairs per decoder pass on a CPU: the activations of an MLP decoder's pass
 #: (about 10 MB) stay in cache; 512 to 4096 ran within noise of each other, 20,000 1.3x slower
 CPU_CHUNK = 2048
-#: the same on an accelerator, where a pass must be large to keep the device busy
-DEVICE_CHUNK = 65536
+#: the same on an accelerator, where a pass must be large to keep the device busy (the previous
+#: default everywhere; a ResNet decoder's pass of 20,000 pairs already needs about 17 GB)
+DEVICE_CHUNK = 20_000
 
 
 def default_chunk_size(device: torch.device) -> int:

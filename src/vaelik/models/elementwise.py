@@ -27,20 +27,34 @@ GROUP = 64
 
 
 def _fast(x: torch.Tensor) -> bool:
-    return x.device.type == "cpu"
+    """True where the sigmoid forms are used: float32 or float64 on a CPU (in half precision
+    the product 2 sigmoid(2x) - 1 would lose small values, and torch's own kernels are used)."""
+    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
 
 
 class _Tanh(torch.autograd.Function):
+    """2 sigmoid(2x) - 1 with tanh's derivative (1 - y^2); reverse and forward mode, vmap."""
+
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        y = torch.mul(x, 2).sigmoid_().mul_(2).sub_(1)
-        ctx.save_for_backward(y)
-        return y
+    def forward(x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return torch.mul(x, 2).sigmoid_().mul_(2).sub_(1)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(output)
+        ctx.save_for_forward(output)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         (y,) = ctx.saved_tensors
         return grad * (1 - y * y)
+
+    @staticmethod
+    def jvp(ctx, tangent: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        (y,) = ctx.saved_tensors
+        return tangent * (1 - y * y)
 
 
 def tanh(x: torch.Tensor) -> torch.Tensor:
@@ -68,24 +82,36 @@ def _log_one_plus_exp_neg_abs_sum(logits: torch.Tensor) -> torch.Tensor:
 
 
 class _SoftplusSum(torch.autograd.Function):
+    """sum_d softplus(l_d) with the derivative sigmoid(l); reverse and forward mode, vmap."""
+
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, logits: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.save_for_backward(logits)
+    def forward(logits: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         return logits.clamp(min=0).sum(-1) + _log_one_plus_exp_neg_abs_sum(logits)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(inputs[0])
+        ctx.save_for_forward(inputs[0])
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         (logits,) = ctx.saved_tensors
         return grad.unsqueeze(-1) * torch.sigmoid(logits)
 
+    @staticmethod
+    def jvp(ctx, tangent: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        (logits,) = ctx.saved_tensors
+        return (tangent * torch.sigmoid(logits)).sum(-1)
+
 
 def softplus_sum(logits: torch.Tensor) -> torch.Tensor:
     """sum_d softplus(l_d) = sum_d log(1 + e^{l_d}) over the last dim: ``[..., D] -> [...]``.
 
-    Half-precision inputs are summed in float32 (a product of 64 factors would overflow
-    float16)."""
-    if not _fast(logits):
-        return F.softplus(logits).sum(-1)
+    Half-precision inputs are summed in float32 on every device."""
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()
+    if not _fast(logits):
+        return F.softplus(logits).sum(-1)
     return _SoftplusSum.apply(logits)
