@@ -59,9 +59,9 @@ def test_rgb_mixture_sums_to_one_over_all_256_cubed_values():
     head = DiscretizedLogisticMixtureHead(data_channels=3, num_components=2)
     dist = head(mixture_params(2, 3))
     total = []
-    green_blue = torch.cartesian_prod(VALUES, VALUES)  # [20000, 2]
+    green_blue = torch.cartesian_prod(VALUES, VALUES)  # [65536, 2]
     for red in range(256):
-        pixels = torch.cat([torch.full((20000, 1), float(red), dtype=torch.float64), green_blue], 1)
+        pixels = torch.cat([torch.full((65536, 1), float(red), dtype=torch.float64), green_blue], 1)
         total.append(torch.logsumexp(dist.log_prob(pixels.view(-1, 3, 1, 1)), 0))
     assert torch.logsumexp(torch.stack(total), 0).item() == pytest.approx(0.0, abs=1e-8)
 
