@@ -232,7 +232,8 @@ def measure(args: argparse.Namespace) -> dict:
             model.decoder = InBfloat16(model.decoder)
 
         def run():
-            return vaelik_estimate(model, x, args.k, args.chunk_size, args.batch)[0]
+            log_px, extra["stderr"] = vaelik_estimate(model, x, args.k, args.chunk_size, args.batch)
+            return log_px
 
     seconds = math.inf
     with RssWatch() as memory:
@@ -253,8 +254,9 @@ def measure(args: argparse.Namespace) -> dict:
             mc_stderr=stderr.mean().item(),
             share_error_above_stderr=(error.abs() > stderr).double().mean().item(),
         )
-    if args.method == "vaelik":
-        common = vaelik_estimate(model, x[: args.common], args.k, args.chunk_size, args.batch)[1]
+    stderr_of_run = extra.pop("stderr", None)
+    if args.method == "vaelik":  # each example's estimate is its own, whatever else is batched
+        common = stderr_of_run[: args.common]
         extra["common_stderr"] = (common.square().sum().sqrt() / args.common).item()
     if args.method == "vaelik" and args.float64_examples:
         # the float32 fast path against float64 on the same draws
