@@ -12,7 +12,8 @@ Every method estimates log p(x) with K draws from the encoder's q(z|x) on the sa
   called under ``torch.no_grad()`` (``get_nll`` itself leaves autograd on).
   Both baselines run torch's own ``nn.Tanh``, as their users' networks do.
 - vaelik: ``ImportanceSampling`` (encoder once per example, (draw, example) pairs in chunks of
-  ``--chunk-size`` through the decoder, Bernoulli log-likelihood as x.l - sum softplus(l),
+  ``--chunk-size`` through the decoder, Bernoulli log-likelihood by vaelik's vectorised form,
+  tanh layers folded into sigmoid layers without autograd,
   float64 log-mean-exp, per-example random streams), as ``vaelik-eval`` runs it; then
   with the decoder through ``torch.compile`` (its compile time reported), and with the decoder
   in bfloat16 (autocast; log-likelihood sums in float32), whose error against float32 on the
@@ -80,13 +81,18 @@ def load_model_and_data(args: argparse.Namespace):
 
 
 def with_torch_tanh(model):
-    """A copy of ``model`` whose tanh layers are torch's ``nn.Tanh`` (the baselines' networks)."""
+    """A copy of ``model`` whose tanh MLPs are plain ``nn.Sequential`` with torch's ``nn.Tanh``
+    (the baselines' networks: no folding, torch's kernel)."""
     from vaelik.models.elementwise import Tanh
+    from vaelik.models.folding import TanhMLP
 
     plain = copy.deepcopy(model)
     for module in list(plain.modules()):
         for name, child in list(module.named_children()):
-            if isinstance(child, Tanh):
+            if isinstance(child, TanhMLP):
+                layers = [torch.nn.Tanh() if isinstance(m, Tanh) else m for m in child]
+                setattr(module, name, torch.nn.Sequential(*layers))
+            elif isinstance(child, Tanh):
                 setattr(module, name, torch.nn.Tanh())
     return plain
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vaelik.models.elementwise import GROUP, Tanh, softplus_sum, tanh
+from vaelik.models.elementwise import GROUP, Tanh, bernoulli_log_prob, tanh
 from vaelik.models.likelihoods.bernoulli import BernoulliImage
 from vaelik.models.networks import mlp
 
@@ -36,37 +36,57 @@ def test_the_tanh_activation_of_networks_is_vaeliks_and_loads_torch_tanh_weights
     assert torch.allclose(net(x), plain(x), atol=1e-6)
 
 
+def exact_bernoulli_log_prob(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """sum x l - log(1 + e^l) in float64 (F.softplus returns l itself above l = 20, 2e-9 off)."""
+    logits, x = logits.double(), x.double()
+    return (x * logits - torch.logaddexp(logits, torch.zeros((), dtype=logits.dtype))).sum(-1)
+
+
 @pytest.mark.parametrize("pixels", [784, GROUP, 100, 7])
-def test_softplus_sum_matches_the_float64_sum_of_softplus(pixels):
+def test_bernoulli_log_prob_matches_the_float64_sum(pixels):
     torch.manual_seed(pixels)
     logits = torch.randn(6, 3, pixels) * 8
     logits[0, 0, :3] = torch.tensor([-120.0, 0.0, 120.0])[: min(3, pixels)]
-    # log(1 + e^l) exactly (F.softplus returns l itself above l = 20, 2e-9 off)
-    exact = torch.logaddexp(logits.double(), torch.zeros((), dtype=torch.float64)).sum(-1)
-    assert softplus_sum(logits).shape == (6, 3)
-    assert (softplus_sum(logits).double() - exact).abs().max() < 1e-6 * exact.abs().max() + 1e-5
-    assert torch.allclose(softplus_sum(logits.double()), exact, rtol=1e-13, atol=1e-12)
+    x = (torch.rand(3, pixels) < 0.4).float()
+    exact = exact_bernoulli_log_prob(logits, x)
+    out = bernoulli_log_prob(logits, x)
+    assert out.shape == (6, 3) and out.dtype == torch.float32
+    assert (out.double() - exact).abs().max() < 1e-6 * exact.abs().max() + 1e-5
+    assert torch.allclose(bernoulli_log_prob(logits.double(), x), exact, rtol=1e-13, atol=1e-12)
 
 
-def test_softplus_sum_does_not_underflow_where_every_factor_is_a_half():
+def test_bernoulli_log_prob_is_exact_for_pixels_between_zero_and_one():
+    logits = torch.randn(4, 2, 50, dtype=torch.float64) * 5
+    x = torch.rand(2, 50, dtype=torch.float64)
+    assert torch.allclose(bernoulli_log_prob(logits, x), exact_bernoulli_log_prob(logits, x))
+
+
+def test_bernoulli_log_prob_does_not_underflow_where_every_factor_is_a_half():
     logits = torch.zeros(2, 4 * GROUP)  # each factor sigmoid(0) = 1/2: a group's product 2^-64
-    assert torch.allclose(softplus_sum(logits), torch.full((2,), 4 * GROUP * 0.6931471805599453))
+    x = (torch.rand(2, 4 * GROUP) < 0.5).float()
+    expected = torch.full((2,), -4 * GROUP * 0.6931471805599453)
+    assert torch.allclose(bernoulli_log_prob(logits, x), expected)
 
 
-def test_softplus_sum_of_half_precision_is_computed_in_float32():
+def test_bernoulli_log_prob_of_half_precision_is_computed_in_float32():
     logits = (torch.randn(4, 784) * 5).bfloat16()
-    out = softplus_sum(logits)
+    x = (torch.rand(784) < 0.5).float()
+    out = bernoulli_log_prob(logits, x)
     assert out.dtype == torch.float32
-    assert torch.allclose(out, F.softplus(logits.float()).sum(-1), rtol=1e-5)
+    expected = (x * logits.float()).sum(-1) - F.softplus(logits.float()).sum(-1)
+    assert torch.allclose(out, expected, rtol=1e-5)
 
 
-def test_softplus_sum_has_the_gradients_of_softplus():
-    logits = (torch.randn(3, 130, dtype=torch.float64) * 4).requires_grad_()
-    weights = torch.randn(3, dtype=torch.float64)
-    (grad,) = torch.autograd.grad((softplus_sum(logits) * weights).sum(), logits)
-    assert torch.allclose(grad, weights[:, None] * torch.sigmoid(logits), atol=1e-15)
-    assert torch.autograd.gradcheck(softplus_sum, (logits,))
-    assert torch.autograd.gradgradcheck(softplus_sum, (logits,))
+def test_bernoulli_log_prob_has_the_usual_gradients():
+    logits = (torch.randn(3, 2, 130, dtype=torch.float64) * 4).requires_grad_()
+    x = torch.rand(2, 130, dtype=torch.float64).requires_grad_()
+    weights = torch.randn(3, 2, dtype=torch.float64)
+    grads = torch.autograd.grad((bernoulli_log_prob(logits, x) * weights).sum(), (logits, x))
+    expected = weights[..., None] * (x - torch.sigmoid(logits))
+    assert torch.allclose(grads[0], expected, atol=1e-15)
+    assert torch.allclose(grads[1], (weights[..., None] * logits).sum(0), atol=1e-14)
+    assert torch.autograd.gradcheck(bernoulli_log_prob, (logits, x))
+    assert torch.autograd.gradgradcheck(bernoulli_log_prob, (logits, x))
 
 
 def test_bernoulli_log_prob_is_the_negative_binary_cross_entropy():
@@ -83,7 +103,11 @@ def test_half_precision_tanh_is_torchs():
     assert torch.equal(tanh(x), torch.tanh(x))
 
 
-@pytest.mark.parametrize("function", [tanh, softplus_sum])
+def bernoulli_of_half_pixels(logits: torch.Tensor) -> torch.Tensor:
+    return bernoulli_log_prob(logits, torch.full(logits.shape[-1:], 0.25, dtype=logits.dtype))
+
+
+@pytest.mark.parametrize("function", [tanh, bernoulli_of_half_pixels])
 def test_torch_func_transforms_work(function):
     x = torch.randn(3, 70, dtype=torch.float64)
     jacobian = torch.func.jacrev(function)(x)

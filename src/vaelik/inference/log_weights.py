@@ -26,8 +26,9 @@ from vaelik.models.guides import Posterior
 from vaelik.models.vae import VAE
 
 #: (draw, example) pairs per decoder pass on a CPU: the activations of an MLP decoder's pass
-#: (about 10 MB) stay in cache; 512 to 4096 ran within noise of each other, 20,000 1.3x slower
-CPU_CHUNK = 2048
+#: (about 5 MB) stay in cache; 1024 ran 3-8% faster than 2048, where the 6 MB logits sometimes
+#: page-faulted on every pass, and 20,000 1.3x slower (benchmarks/is_throughput.py's model)
+CPU_CHUNK = 1024
 #: the same on an accelerator, where a pass must be large to keep the device busy (the previous
 #: default everywhere; a ResNet decoder's pass of 20,000 pairs already needs about 17 GB)
 DEVICE_CHUNK = 20_000

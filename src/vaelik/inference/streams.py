@@ -77,10 +77,10 @@ def example_keys(seed: int, index: torch.Tensor) -> torch.Tensor:
     return _splitmix64(substream_keys(torch.zeros_like(index), seed) ^ index)
 
 
-def _mul_hi_lo(word: torch.Tensor, multiplier: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """High and low 32 bits of ``word * multiplier`` (both < 2^32: exact in wrapping int64)."""
-    product = word * multiplier
-    return _shift_right(product, 32), product & _LOW32
+def _unless_int(product: torch.Tensor | int) -> torch.Tensor | int:
+    """A product tensor as it is; a product of ints cut to its low 32 bits (an int above
+    2^63 cannot meet an int64 tensor)."""
+    return product if isinstance(product, torch.Tensor) else product & _LOW32
 
 
 def philox4x32(
@@ -90,16 +90,23 @@ def philox4x32(
     (int64 tensors or ints holding 32-bit words, broadcast together): four int64 tensors of
     32-bit words. Ten rounds of (c0, c1, c2, c3) -> (hi(M1 c2) ^ c1 ^ k0, lo(M1 c2),
     hi(M0 c0) ^ c3 ^ k1, lo(M0 c0)), the key bumped by (W0, W1) mod 2^32 between rounds.
-    Distinct counters under one key give distinct outputs; the output passes BigCrush."""
+    Distinct counters under one key give distinct outputs; the output passes BigCrush.
+
+    A product of two 32-bit words fits 64 bits, so int64 multiplication wraps to its exact bits:
+    bits 32..63 are hi, bits 0..31 lo. The lo words are kept unmasked (they are only XORed into
+    a word that is masked before it is multiplied, or masked at the end): five passes a
+    half-round instead of six."""
     c0, c1, c2, c3 = counter  # ints stay ints: no host-to-device copy for a constant word
     k0, k1 = key
     for round_ in range(PHILOX_ROUNDS):
         if round_:
             k0, k1 = (k0 + PHILOX_W0) & _LOW32, (k1 + PHILOX_W1) & _LOW32
-        hi0, lo0 = _mul_hi_lo(c0, PHILOX_M0)
-        hi1, lo1 = _mul_hi_lo(c2, PHILOX_M1)
-        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
-    return c0, c1, c2, c3
+        product0, product2 = c0 * PHILOX_M0, c2 * PHILOX_M1
+        c0 = ((product2 >> 32) ^ c1 ^ k0) & _LOW32
+        c2 = ((product0 >> 32) ^ c3 ^ k1) & _LOW32
+        c1, c3 = _unless_int(product2), _unless_int(product0)
+    # every word is a tensor after the first round, since the key words are
+    return c0, c1 & _LOW32, c2, c3 & _LOW32  # type: ignore[return-value]
 
 
 def open_uniform(words: torch.Tensor) -> torch.Tensor:

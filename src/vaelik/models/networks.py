@@ -12,6 +12,7 @@ from torch import nn
 
 from vaelik.errors import ConfigError
 from vaelik.models.elementwise import Tanh
+from vaelik.models.folding import TanhMLP
 
 ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU, "tanh": Tanh, "silu": nn.SiLU}
 
@@ -49,7 +50,8 @@ class GatedLinear(nn.Module):
 
 def mlp(sizes: Sequence[int], activation: str) -> nn.Sequential:
     """Linear layers ``sizes[0] -> ... -> sizes[-1]``, ``activation`` between them (not after);
-    with ``activation=gated`` every hidden layer is a :class:`GatedLinear` and the last linear."""
+    with ``activation=gated`` every hidden layer is a :class:`GatedLinear` and the last linear;
+    with ``tanh`` a :class:`~vaelik.models.folding.TanhMLP` (faster without autograd)."""
     check_activation(activation, gated_allowed=True)
     pairs = list(itertools.pairwise(sizes))
     if activation == GATED:
@@ -60,7 +62,7 @@ def mlp(sizes: Sequence[int], activation: str) -> nn.Sequential:
         if i > 0:
             layers.append(ACTIVATIONS[activation]())
         layers.append(nn.Linear(fan_in, fan_out))
-    return nn.Sequential(*layers)
+    return TanhMLP(*layers) if activation == "tanh" else nn.Sequential(*layers)
 
 
 class MLPEncoder(nn.Module):

@@ -5,17 +5,17 @@ from __future__ import annotations
 import torch
 from torch.distributions import Distribution, constraints
 
-from vaelik.models.elementwise import softplus_sum
+from vaelik.models.elementwise import bernoulli_log_prob
 from vaelik.models.likelihoods.base import IMAGE_DIMS, LikelihoodHead
 
 
 class BernoulliImage(Distribution):
     """Independent Bernoulli pixels with logits ``l``, event shape ``[C, H, W]``.
 
-    log p(x|z) = sum_d [x_d l_d - softplus(l_d)], which is the usual binary cross-entropy written
-    so that the x-independent part ``sum softplus(l)`` is one reduction and the x-dependent part a
-    product (cheaper than ``binary_cross_entropy_with_logits``; see shared/PERFORMANCE.md), the
-    first computed by :func:`~vaelik.models.elementwise.softplus_sum`.
+    log p(x|z) = sum_d [x_d l_d - softplus(l_d)], the negative binary cross-entropy, computed by
+    :func:`~vaelik.models.elementwise.bernoulli_log_prob` from kernels that torch vectorises on
+    a CPU (``binary_cross_entropy_with_logits`` is several times slower; see
+    shared/PERFORMANCE.md).
     """
 
     arg_constraints = {"logits": constraints.real}
@@ -39,9 +39,7 @@ class BernoulliImage(Distribution):
             return torch.bernoulli(torch.sigmoid(self.logits).expand(shape))
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        logits = self.logits.flatten(-IMAGE_DIMS)
-        x = value.flatten(-IMAGE_DIMS)
-        return (x * logits).sum(-1) - softplus_sum(logits)
+        return bernoulli_log_prob(self.logits.flatten(-IMAGE_DIMS), value.flatten(-IMAGE_DIMS))
 
 
 class BernoulliHead(LikelihoodHead):
