@@ -12,9 +12,12 @@ s_i = sigmoid(2 u_i), u_i the i-th pre-activation and 1 the vector of ones,
 
 so the network is n linear layers with rescaled weights and an in-place sigmoid between them.
 Scaling by powers of two is exact; only the bias terms A_i 1 add a rounding, a few float32 ulps
-of the output. The folded weights are computed once and kept until a parameter changes (an
-optimiser step or a load bumps its version counter). They are used only without autograd, on a
-CPU, in float32 or float64 and outside autocast; training and other devices run the layers.
+of the output. The folded weights are computed once and kept until a parameter changes: an
+optimiser step, a load, ``.to()`` or any in-place change bumps the parameter's version counter
+or moves its storage. (A write through ``param.data`` bumps neither; torch's optimisers and
+``load_state_dict`` do not write that way, and nothing in vaelik does.) They are used only
+without autograd, on a CPU, in float32 or float64 and outside autocast; training and other
+devices run the layers.
 """
 
 from __future__ import annotations
