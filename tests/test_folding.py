@@ -1,13 +1,14 @@
-"""The folded sigmoid form of tanh MLPs: the same function as the layers, kept in step with them."""
+"""The folded sigmoid form of tanh MLPs: the same function as the layers, used only inside an
+evaluation's scope, and never stale."""
 
 import pytest
 import torch
 
-from vaelik.models.folding import TanhMLP, fold_tanh_layers
+from vaelik.models.folding import TanhMLP, fold_tanh_layers, folded_networks
 from vaelik.models.networks import mlp
 
 
-def layer_by_layer(net: TanhMLP, x: torch.Tensor) -> torch.Tensor:
+def layer_by_layer(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return torch.nn.Sequential.forward(net, x)
 
 
@@ -16,12 +17,12 @@ def test_the_folded_form_is_the_network(sizes):
     torch.manual_seed(len(sizes))
     net = mlp(sizes, "tanh").double()
     x = torch.randn(11, sizes[0], dtype=torch.float64) * 2
-    with torch.no_grad():
-        folded, plain = net(x), layer_by_layer(net, x)
-    assert net._folded_key, "the folded form was not used"
-    assert torch.allclose(folded, plain, rtol=1e-12, atol=1e-13)
+    with torch.no_grad(), folded_networks(net):
+        folded = net(x)
+        assert net._folded is not None, "the folded form was not used"
+    assert torch.allclose(folded, layer_by_layer(net, x), rtol=1e-12, atol=1e-13)
     net32 = net.float()
-    with torch.no_grad():
+    with torch.no_grad(), folded_networks(net32):
         difference = net32(x.float()) - layer_by_layer(net32, x.float())
     assert difference.abs().max() < 1e-5
 
@@ -37,41 +38,54 @@ def test_fold_tanh_layers_scales_by_the_identity():
     assert torch.allclose(folded[2][1], last.bias - last.weight @ ones)
 
 
-def test_the_folded_weights_follow_an_optimiser_step_and_a_load():
+@pytest.mark.parametrize("fused", [False, True])
+def test_evaluations_between_optimiser_steps_see_the_new_weights(fused):
+    # fused optimisers update parameters in place without bumping their version counters
     torch.manual_seed(0)
     net = mlp([4, 8, 2], "tanh")
     x = torch.randn(5, 4)
-    with torch.no_grad():
-        before = net(x)
-    optimiser = torch.optim.Adam(net.parameters(), lr=0.1)
-    net(x).square().sum().backward()  # with autograd: the layers themselves
-    optimiser.step()
-    with torch.no_grad():
-        after = net(x)
-        assert not torch.allclose(after, before)
-        assert torch.allclose(after, layer_by_layer(net, x), atol=1e-6)
-        other = mlp([4, 8, 2], "tanh")
-        net.load_state_dict(other.state_dict())
-        assert torch.allclose(net(x), layer_by_layer(other, x), atol=1e-6)
+    optimiser = torch.optim.Adam(net.parameters(), lr=0.1, fused=fused)
+    for _ in range(3):
+        with torch.inference_mode(), folded_networks(net):
+            assert torch.allclose(net(x), layer_by_layer(net, x), atol=1e-6)
+        net(x).square().sum().backward()
+        optimiser.step()
+        optimiser.zero_grad()
+    assert net._folded is None and not net._folding  # the scope drops its copies
 
 
-def test_training_autocast_and_half_precision_run_the_layers():
+def test_outside_the_scope_and_with_autograd_the_layers_run():
     torch.manual_seed(1)
     net = mlp([4, 8, 2], "tanh")
     x = torch.randn(5, 4)
-    net(x).sum().backward()  # gradients flow through the layers
-    assert net[0].weight.grad is not None and not net._folded_key
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        assert torch.equal(net(x), layer_by_layer(net, x))
-    half = mlp([4, 8, 2], "tanh").bfloat16()
     with torch.no_grad():
+        assert torch.equal(net(x), layer_by_layer(net, x))
+    with folded_networks(net):
+        net(x).sum().backward()  # gradients flow through the layers
+        assert net[0].weight.grad is not None and net._folded is None
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            assert torch.equal(net(x), layer_by_layer(net, x))
+    half = mlp([4, 8, 2], "tanh").bfloat16()
+    with torch.no_grad(), folded_networks(half):
         assert torch.equal(half(x.bfloat16()), layer_by_layer(half, x.bfloat16()))
-    assert not net._folded_key and not half._folded_key
+        assert half._folded is None
+
+
+def test_a_network_of_another_shape_runs_its_layers():
+    torch.manual_seed(2)
+    net = mlp([4, 8, 8, 2], "tanh")
+    x = torch.randn(5, 4)
+    cut = net[:-1]  # ends in a tanh
+    assert isinstance(cut, TanhMLP) and not cut.alternates()
+    with torch.no_grad(), folded_networks(cut):
+        assert torch.equal(cut(x), layer_by_layer(cut, x))
+    with torch.no_grad(), folded_networks(TanhMLP()):
+        pass  # an empty network neither folds nor fails
 
 
 def test_a_tanh_mlp_keeps_the_state_dict_of_a_sequential():
     net = mlp([3, 5, 2], "tanh")
     plain = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh(), torch.nn.Linear(5, 2))
-    assert isinstance(net, TanhMLP)
+    assert isinstance(net, TanhMLP) and net.alternates()
     assert list(net.state_dict()) == list(plain.state_dict())
     assert type(mlp([3, 5, 2], "relu")) is torch.nn.Sequential

@@ -9,7 +9,8 @@ for given noise, with or without gradients: training objectives call it on fresh
 training generator; :func:`importance_log_weights` calls it in chunks over the K draws and the
 batch on noise from per-example streams (:mod:`vaelik.inference.streams`), without gradients,
 reducing in float64. The guide runs once per example; the decoder sees at most ``chunk_size``
-(draw, example) pairs at a time, so memory depends neither on K nor on the batch size.
+(draw, example) pairs at a time, so memory depends neither on K nor on the batch size; its tanh
+MLPs run folded into sigmoid MLPs (:mod:`vaelik.models.folding`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 from vaelik.errors import ConfigError
 from vaelik.inference.proposals import Proposal
 from vaelik.inference.streams import Draws, example_keys
+from vaelik.models.folding import folded_networks
 from vaelik.models.guides import Posterior
 from vaelik.models.vae import VAE
 
@@ -137,10 +139,11 @@ def importance_log_weights(
     rows = min(batch, chunk_size)
     draws_per_pass = max(1, chunk_size // rows)
     log_w = torch.empty(num_samples, batch, dtype=torch.float64, device=x.device)
-    for chunk in batch_chunks(model, x, index, rows, seed):
-        for start in range(0, num_samples, draws_per_pass):
-            stop = min(start + draws_per_pass, num_samples)
-            noise = chunk.noise(model, proposal, start, stop)
-            terms = draw_log_weights(model, x[chunk.rows], chunk.posterior, proposal, noise)
-            log_w[start:stop, chunk.rows] = terms.log_weights(torch.float64)
+    with folded_networks(model):  # no parameter changes in here: tanh MLPs may fold
+        for chunk in batch_chunks(model, x, index, rows, seed):
+            for start in range(0, num_samples, draws_per_pass):
+                stop = min(start + draws_per_pass, num_samples)
+                noise = chunk.noise(model, proposal, start, stop)
+                terms = draw_log_weights(model, x[chunk.rows], chunk.posterior, proposal, noise)
+                log_w[start:stop, chunk.rows] = terms.log_weights(torch.float64)
     return check_finite(log_w)

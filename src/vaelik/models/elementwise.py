@@ -136,6 +136,8 @@ def bernoulli_log_prob(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     last dim: ``logits [..., D]``, ``x`` broadcastable to them, ``-> [...]``.
 
     Half-precision logits are summed in float32 on every device."""
+    if x.shape[-1] != logits.shape[-1]:
+        raise ValueError(f"pixels {tuple(x.shape)} and logits {tuple(logits.shape)} differ in D")
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()
     x = x.to(logits.dtype)

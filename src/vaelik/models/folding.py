@@ -1,4 +1,4 @@
-"""A tanh MLP run as a sigmoid MLP when no gradient is needed: the same function, with one
+"""A tanh MLP run as a sigmoid MLP inside an evaluation: the same function, with one
 element-wise pass per hidden layer instead of four.
 
 On a CPU, vaelik computes tanh(u) = 2 sigmoid(2u) - 1 (:mod:`vaelik.models.elementwise`): a
@@ -12,21 +12,26 @@ s_i = sigmoid(2 u_i), u_i the i-th pre-activation and 1 the vector of ones,
 
 so the network is n linear layers with rescaled weights and an in-place sigmoid between them.
 Scaling by powers of two is exact; only the bias terms A_i 1 add a rounding, a few float32 ulps
-of the output. The folded weights are computed once and kept until a parameter changes: an
-optimiser step, a load, ``.to()`` or any in-place change bumps the parameter's version counter
-or moves its storage. (A write through ``param.data`` bumps neither; torch's optimisers and
-``load_state_dict`` do not write that way, and nothing in vaelik does.) They are used only
-without autograd, on a CPU, in float32 or float64 and outside autocast; training and other
-devices run the layers.
+of the output.
+
+The folded weights are a copy, so they are made only inside :func:`folded_networks`, a scope in
+which the parameters cannot change (an estimator's pass over the draws): the first forward in
+it folds, the scope's end drops them. Inside it they are used without autograd, on a CPU, in
+float32 or float64 and outside autocast, for a network of alternating linear and tanh layers;
+everywhere else (training, validation, other devices, a network edited into another shape) the
+layers run as written.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaelik.models.elementwise import sigmoid_forms_apply
+from vaelik.models.elementwise import Tanh, sigmoid_forms_apply
 
 FoldedLayer = tuple[torch.Tensor, torch.Tensor]
 
@@ -47,31 +52,51 @@ def fold_tanh_layers(linears: list[nn.Linear]) -> list[FoldedLayer]:
 
 class TanhMLP(nn.Sequential):
     """Linear layers with :class:`~vaelik.models.elementwise.Tanh` between them (the layers of
-    :func:`~vaelik.models.networks.mlp` with ``activation=tanh``, same state-dict keys);
-    without autograd on a CPU it runs the folded sigmoid form."""
+    :func:`~vaelik.models.networks.mlp` with ``activation=tanh``, same state-dict keys); inside
+    :func:`folded_networks`, without autograd on a CPU, it runs the folded sigmoid form."""
 
     def __init__(self, *layers: nn.Module) -> None:
         super().__init__(*layers)
-        self._folded: list[FoldedLayer] = []
-        self._folded_key: tuple = ()
+        self._folding = False
+        self._folded: list[FoldedLayer] | None = None
 
-    def linears(self) -> list[nn.Linear]:
-        return [layer for layer in self if isinstance(layer, nn.Linear)]
+    def alternates(self) -> bool:
+        """True for Linear (with bias), Tanh, Linear, ..., Linear: the shape folding assumes."""
+        layers = list(self)
+        return (
+            len(layers) % 2 == 1
+            and all(isinstance(m, nn.Linear) and m.bias is not None for m in layers[::2])
+            and all(isinstance(m, Tanh) for m in layers[1::2])
+        )
 
-    def folded_layers(self) -> list[FoldedLayer]:
-        """The folded weights, recomputed when a parameter changed since the last call."""
-        key = tuple((p.data_ptr(), p._version, p.dtype) for p in self.parameters())
-        if key != self._folded_key:
-            with torch.no_grad():
-                self._folded = fold_tanh_layers(self.linears())
-            self._folded_key = key
-        return self._folded
+    def folds(self, x: torch.Tensor) -> bool:
+        return (
+            self._folding
+            and not torch.is_grad_enabled()
+            and sigmoid_forms_apply(x)
+            and self.alternates()
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() or not sigmoid_forms_apply(x):
+        if not self.folds(x):
             return super().forward(x)
-        layers = self.folded_layers()
-        for weight, bias in layers[:-1]:
+        if self._folded is None:
+            self._folded = fold_tanh_layers([m for m in self if isinstance(m, nn.Linear)])
+        for weight, bias in self._folded[:-1]:
             x = F.linear(x, weight, bias).sigmoid_()
-        weight, bias = layers[-1]
+        weight, bias = self._folded[-1]
         return F.linear(x, weight, bias)
+
+
+@contextmanager
+def folded_networks(module: nn.Module) -> Iterator[None]:
+    """Within the block, the tanh MLPs of ``module`` run folded (see the module docstring); the
+    parameters must not change inside it. The folded copies are dropped at its end."""
+    networks = [m for m in module.modules() if isinstance(m, TanhMLP)]
+    for network in networks:
+        network._folding, network._folded = True, None
+    try:
+        yield
+    finally:
+        for network in networks:
+            network._folding, network._folded = False, None
