@@ -28,7 +28,7 @@ from vaelik.models.guides import Posterior
 from vaelik.models.vae import VAE
 
 #: (draw, example) pairs per decoder pass on a CPU: the activations of an MLP decoder's pass
-#: (about 5 MB) stay in cache; 1024 ran 3-8% faster than 2048, where the 6 MB logits sometimes
+#: (about 5 MB) stay in cache; 1024 ran 2-3% faster than 2048, where the 6 MB logits sometimes
 #: page-faulted on every pass, and 20,000 1.3x slower (benchmarks/is_throughput.py's model)
 CPU_CHUNK = 1024
 #: the same on an accelerator, where a pass must be large to keep the device busy (the previous

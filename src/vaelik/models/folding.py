@@ -42,11 +42,11 @@ def fold_tanh_layers(linears: list[nn.Linear]) -> list[FoldedLayer]:
     last = len(linears) - 1
     for i, layer in enumerate(linears):
         weight, bias = layer.weight.detach(), layer.bias.detach()
-        if i > 0:  # the input is 2 s - 1: the -1 moves into the bias
+        input_scale = 1.0 if i == 0 else 2.0  # a hidden input is tanh = 2 s - 1 ...
+        if i > 0:  # ... whose -1 moves into the bias
             bias = bias - weight.sum(1)
-        weight_scale = (2.0 if i in (0, last) else 4.0) if last else 1.0
-        bias_scale = 1.0 if i == last else 2.0
-        folded.append((weight * weight_scale, bias * bias_scale))
+        output_scale = 1.0 if i == last else 2.0  # the next sigmoid takes 2 u
+        folded.append((weight * (input_scale * output_scale), bias * output_scale))
     return folded
 
 
@@ -70,12 +70,9 @@ class TanhMLP(nn.Sequential):
         )
 
     def folds(self, x: torch.Tensor) -> bool:
-        return (
-            self._folding
-            and not torch.is_grad_enabled()
-            and sigmoid_forms_apply(x)
-            and self.alternates()
-        )
+        """True inside :func:`folded_networks` (which admits only alternating networks), without
+        autograd, where the sigmoid forms apply to ``x``."""
+        return self._folding and not torch.is_grad_enabled() and sigmoid_forms_apply(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.folds(x):
@@ -91,8 +88,9 @@ class TanhMLP(nn.Sequential):
 @contextmanager
 def folded_networks(module: nn.Module) -> Iterator[None]:
     """Within the block, the tanh MLPs of ``module`` run folded (see the module docstring); the
-    parameters must not change inside it. The folded copies are dropped at its end."""
-    networks = [m for m in module.modules() if isinstance(m, TanhMLP)]
+    parameters must not change inside it. The folded copies are dropped at its end; networks
+    that do not alternate linear and tanh layers run their layers."""
+    networks = [m for m in module.modules() if isinstance(m, TanhMLP) and m.alternates()]
     for network in networks:
         network._folding, network._folded = True, None
     try:
