@@ -110,6 +110,11 @@ def decoder_flops_per_sample(model) -> int:
     return sum(2 * m.in_features * m.out_features for m in decoder_layers(model))
 
 
+def decoder_gflops(model, samples: int, seconds: float) -> float:
+    """The decoder's linear layers' rate (GFLOP/s) over ``samples`` latent samples."""
+    return decoder_flops_per_sample(model) * samples / seconds / 1e9
+
+
 @torch.no_grad()
 def loop_log_px(model, x: torch.Tensor, num_samples: int, chunk: int = 100) -> torch.Tensor:
     """The per-example loop: copies of x, encoder re-run per chunk, BCE log-likelihood."""
@@ -259,8 +264,7 @@ def measure(args: argparse.Namespace) -> dict:
         for _ in range(args.repeats):
             start = time.perf_counter()
             run()
-            rate = len(x) * args.k * decoder_flops_per_sample(model)
-            rate /= (time.perf_counter() - start) * 1e9
+            rate = decoder_gflops(model, len(x) * args.k, time.perf_counter() - start)
             extra["paired_peak_shares"].append(rate / adjacent_peak(args, model))
     if args.method == "vaelik-compile":  # the first run compiles for each shape it meets
         extra["compile_seconds"] = first_run - seconds
@@ -291,7 +295,7 @@ def measure(args: argparse.Namespace) -> dict:
         "examples": len(x),
         "seconds": seconds,
         "samples_per_second": samples / seconds,
-        "decoder_gflops": decoder_flops_per_sample(model) * samples / seconds / 1e9,
+        "decoder_gflops": decoder_gflops(model, samples, seconds),
         "added_mib": memory.added,
         "log_px_mean": log_px.double().mean().item(),
         # the mean over the images every method ran on (pythae reports only a mean)
