@@ -13,7 +13,7 @@ import torch
 from vaelik.errors import ConfigError
 from vaelik.evaluation.accuracy import EvaluationRun, accuracy_row, accuracy_table
 from vaelik.evaluation.results import PerExampleResults
-from vaelik.evaluation.runner import write_results
+from vaelik.evaluation.loading import write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 

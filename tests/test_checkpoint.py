@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from conftest import compose_config
 from vaelik.checkpoint import CONFIG_KEY, CheckpointError, load_weights, read_checkpoint
-from vaelik.evaluation.runner import model_from_checkpoint
+from vaelik.evaluation.loading import model_from_checkpoint
 from vaelik.models.factory import build_model
 
 

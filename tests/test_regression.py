@@ -18,7 +18,7 @@ import pytest
 
 from conftest import run_cli
 from vaelik.cli import train
-from vaelik.evaluation.runner import estimate_examples, model_from_checkpoint
+from vaelik.evaluation.loading import estimate_examples, model_from_checkpoint
 from vaelik.inference.estimators import ImportanceSampling
 from vaelik.inference.proposals import EncoderProposal
 

@@ -44,6 +44,45 @@ def config_dir() -> str:
     return str(path)
 
 
+def shipped_config_dir() -> Path:
+    """The config tree vaelik ships (the package's copy, else the checkout's ``conf/``),
+    whatever ``VAELIK_CONFIG_DIR`` says: the one source of the defaults of the Python API."""
+    return (
+        PACKAGED_CONFIG_DIR
+        if (PACKAGED_CONFIG_DIR / "train.yaml").is_file()
+        else (CHECKOUT_CONFIG_DIR)
+    )
+
+
+def option_names(group: str) -> list[str]:
+    """The options of config group ``group`` (``estimator`` -> ``['ais', 'importance', ...]``)."""
+    return sorted(path.stem for path in (shipped_config_dir() / group).glob("*.yaml"))
+
+
+def option_config(group: str, option: str) -> dict:
+    """The settings of ``conf/<group>/<option>.yaml`` as written, unresolved (interpolations
+    such as ``${seed}`` stay text). A ConfigError lists the options for an unknown name."""
+    path = shipped_config_dir() / group / f"{option}.yaml"
+    if not path.is_file():
+        raise ConfigError(
+            f"unknown {group} {option!r}: choose one of {', '.join(option_names(group))}"
+        )
+    config = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    assert isinstance(config, dict)
+    return config
+
+
+def option_defaults(group: str, option: str) -> dict:
+    """The default settings that ``conf/<group>/<option>.yaml`` gives its class: every key but
+    ``_target_`` and those that refer to the run's config (``seed: ${seed}``). Classes read their
+    constructor defaults from here, so the configs and the Python API cannot disagree."""
+    return {
+        key: value
+        for key, value in option_config(group, option).items()
+        if key != "_target_" and not (isinstance(value, str) and "${" in value)
+    }
+
+
 def register_resolvers() -> None:
     """Register the ``vaelik.*`` resolvers used by interpolations in ``conf/`` (idempotent).
 

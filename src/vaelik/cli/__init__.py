@@ -15,7 +15,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from vaelik.config import config_dir
-from vaelik.errors import VaelikError
+from vaelik.errors import VaelikError, user_error_in
 
 #: exit status of a command stopped by a user error (Hydra's own errors exit with 1)
 USER_ERROR_EXIT = 2
@@ -69,20 +69,6 @@ def reporting_user_errors(
 
 def full_traceback_wanted() -> bool:
     return os.environ.get("HYDRA_FULL_ERROR") == "1"
-
-
-def user_error_in(error: BaseException) -> VaelikError | None:
-    """``error`` if it is a :class:`VaelikError`, else the first one among its explicit causes
-    (``raise ... from``: Hydra's ``instantiate`` wraps what a constructor raised that way), else
-    None. An error raised while another was being handled is not a user error."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        if isinstance(current, VaelikError):
-            return current
-        seen.add(id(current))
-        current = current.__cause__
-    return None
 
 
 def print_message(command: str, error: VaelikError) -> None:

@@ -2,8 +2,54 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
 from vaelik.cli import run_hydra_app
-from vaelik.evaluation.runner import evaluate
+from vaelik.data.datamodule import example_indices
+from vaelik.evaluation.distributed import process_group, world
+from vaelik.evaluation.estimate import estimate, pick_device
+from vaelik.evaluation.formatting import estimate_text, report_written
+from vaelik.evaluation.loading import load_model
+from vaelik.inference.choices import build
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Rebuild the model of ``cfg.ckpt_path``, estimate log p(x) on ``cfg.split`` with
+    :func:`vaelik.estimate`, write ``per_example.csv`` and ``summary.json``."""
+    model, datamodule = load_model(cfg)
+    device = pick_device(cfg.device)
+    model.to(device)
+    estimator, proposal = build(cfg.estimator, "estimator"), build(cfg.proposal, "proposal")
+    estimator.bind(model, proposal)  # an impossible combination fails before any work
+    dataset = datamodule.dataset(cfg.split)
+    indices = example_indices(dataset, cfg.num_examples)
+    with process_group(device, cfg.get("dist_timeout_s", 300.0)):
+        rank, _ = world()
+        estimates = estimate(
+            model,
+            dataset,
+            estimator=estimator,
+            proposal=proposal,
+            batch_size=cfg.batch_size,
+            examples=indices,
+            device=device,
+            progress=True,
+        )
+    summary = {
+        **estimates.summary,
+        "split": cfg.split,
+        "checkpoint": str(Path(cfg.ckpt_path).resolve()),
+    }
+    if rank == 0:
+        output_dir = Path(cfg.paths.output_dir)
+        estimates.summary = summary
+        estimates.write(output_dir)
+        print(f"{cfg.split}: {estimate_text(summary)}, {summary['seconds']:.1f} s")
+        report_written(output_dir)
+    return summary
 
 
 def main() -> None:

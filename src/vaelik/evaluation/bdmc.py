@@ -1,4 +1,4 @@
-"""``vaelik-bdmc``: bidirectional Monte Carlo (Grosse, Ghahramani & Adams 2015; Wu, Burda,
+"""``vaelik.bdmc``: bidirectional Monte Carlo (Grosse, Ghahramani & Adams 2015; Wu, Burda,
 Salakhutdinov & Grosse 2017) on data simulated from a trained model.
 
 For N pairs (z, x) drawn from the model, z ~ p(z) and x ~ p(x|z), the latent z is an exact
@@ -14,28 +14,40 @@ from __future__ import annotations
 import csv
 import json
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
-from omegaconf import DictConfig
 
 from vaelik.errors import ConfigError
-from vaelik.evaluation.formatting import figure, report_written
-from vaelik.evaluation.runner import load_model, pick_device
+from vaelik.evaluation.estimate import (
+    ProposalChoice,
+    chosen_estimator,
+    chosen_proposal,
+    pick_device,
+)
+from vaelik.inference.ais import AnnealedImportanceSampling
 from vaelik.inference.diagnostics import log_mean_exp
+from vaelik.inference.estimators import EstimationPlan
 from vaelik.inference.log_weights import check_positive
 from vaelik.metrics import mean_and_stderr
-from vaelik.models.vae import VAE
+from vaelik.models.contract import ModelContractError, check_measurable
 from vaelik.progress import example_progress
 
 
 @torch.no_grad()
-def simulate(model: VAE, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``count`` pairs from the model: latents ``z [N, L]`` ~ p(z) and data ``x [N, C, H, W]``
+def simulate(
+    model: Any, count: int, seed: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` pairs from the model: latents ``z [N, L]`` ~ p(z) and data ``x [N, ...]``
     ~ p(x|z), from a generator seeded with ``seed`` (the global one is left as it was)."""
-    device = next(model.parameters()).device
+    if not callable(getattr(model, "decode", None)):
+        raise ModelContractError(
+            f"{type(model).__name__} has no decode(z) -> p(x|z): BDMC simulates data from the "
+            "model and needs it (estimate needs only log_joint)"
+        )
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         noise = torch.randn(count, model.prior.noise_dims, device=device)
@@ -44,17 +56,26 @@ def simulate(model: VAE, count: int, seed: int) -> tuple[torch.Tensor, torch.Ten
     return z, x
 
 
-def sandwich(model: VAE, x, z, ais, proposal, batch_size: int, label: str) -> dict[str, Any]:
+def sandwich(
+    plan: EstimationPlan,
+    x: torch.Tensor,
+    z: torch.Tensor,
+    batch_size: int,
+    label: str,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Forward and reverse AIS on the simulated ``x`` with the exact samples ``z``: per-example
     lower and upper bounds ``[N]`` and the time both took."""
+    ais = plan.estimator
+    assert isinstance(ais, AnnealedImportanceSampling)
     lower, upper = [], []
     start = time.perf_counter()
-    with example_progress(len(x), label, True) as advance:
+    with example_progress(len(x), label, progress) as advance:
         for first in range(0, len(x), batch_size):
             rows = slice(first, first + batch_size)
             index = torch.arange(first, min(first + batch_size, len(x)))
-            lower.append(ais(model, x[rows], index, proposal).log_px)
-            reverse = ais.reverse_log_weights(model, x[rows], index, z[rows], proposal)
+            lower.append(plan.estimate(x[rows], index).log_px)
+            reverse = ais.reverse_log_weights(plan, x[rows], index, z[rows])
             upper.append(-log_mean_exp(reverse))
             advance(len(index))
     return {
@@ -64,64 +85,91 @@ def sandwich(model: VAE, x, z, ais, proposal, batch_size: int, label: str) -> di
     }
 
 
-def bdmc(cfg: DictConfig) -> list[dict[str, Any]]:
-    """Simulate ``cfg.num_examples`` pairs from the checkpoint's model, then for each schedule
-    length in ``cfg.num_steps`` bound log p(x) from both sides; write and print the gaps."""
-    count = check_positive("num_examples", cfg.num_examples)
-    schedules = [check_positive("num_steps", steps) for steps in cfg.num_steps]
+@dataclass
+class BdmcResult:
+    """A row per schedule length (``num_steps``, ``num_chains``, ``start``, the mean bounds,
+    ``gap_mean`` +- ``gap_stderr``, ``gap_max``, ``seconds``) and per-example ``columns``
+    (``index``, ``lower_<T>``, ``upper_<T>``)."""
+
+    rows: list[dict[str, Any]]
+    columns: dict[str, torch.Tensor]
+
+    def write(self, folder: str | Path) -> Path:
+        """``bdmc.json`` (a row per schedule) and ``per_example.csv`` (both bounds per
+        schedule) in ``folder``."""
+        output_dir = Path(folder)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "bdmc.json").write_text(json.dumps(self.rows, indent=2))
+        names = list(self.columns)
+        with open(output_dir / "per_example.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(names)
+            for i in range(len(self.columns["index"])):
+                writer.writerow([self.columns[name][i].item() for name in names])
+        return output_dir
+
+
+def bdmc(
+    model: Any,
+    *,
+    num_examples: int = 100,
+    num_steps: Sequence[int] = (100, 1000),
+    estimator: AnnealedImportanceSampling | None = None,
+    proposal: ProposalChoice = "encoder",
+    num_samples: int | None = None,
+    batch_size: int = 100,
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> BdmcResult:
+    """Simulate ``num_examples`` pairs (z, x) from ``model`` and bound log p(x) from both sides
+    with AIS of every schedule length in ``num_steps``.
+
+    Args:
+        estimator: the AIS whose settings all but ``num_steps`` come from (default: the
+            config's ``estimator=ais``; ``num_samples`` replaces its number of chains).
+        proposal: where AIS starts (by name or as an object; see ``prior_share``).
+        seed: of the simulation, and of the AIS streams.
+    """
+    check_measurable(model)
+    count = check_positive("num_examples", num_examples)
+    schedules = [check_positive("num_steps", steps) for steps in num_steps]
     if not schedules:
         raise ConfigError("num_steps is empty: give the schedule lengths to try, e.g. [100,1000]")
-    model, _ = load_model(cfg)
-    device = pick_device(cfg.device)
-    model.to(device).eval()
-    proposal = instantiate(cfg.proposal)
-    estimators = [instantiate(cfg.ais, num_steps=steps) for steps in schedules]
-    for ais in estimators:
-        ais.check(model, proposal)  # an impossible combination fails before any work
-    z, x = simulate(model, count, cfg.seed)
-    rows, columns = [], {"index": torch.arange(count)}
-    for steps, ais in zip(schedules, estimators, strict=True):
-        label = f"AIS {steps} steps, {ais.num_samples} chains, forward and reverse"
-        bounds = sandwich(model, x, z, ais, proposal, cfg.batch_size, label)
-        gap = bounds["upper"] - bounds["lower"]
-        gap_mean, gap_stderr = mean_and_stderr(gap)
-        rows.append(
-            {
-                "num_steps": steps,
-                "num_chains": ais.num_samples,
-                "start": ais.proposal_for(model, proposal).name,
-                "lower_mean": bounds["lower"].double().mean().item(),
-                "upper_mean": bounds["upper"].double().mean().item(),
-                "gap_mean": gap_mean,
-                "gap_stderr": gap_stderr,
-                "gap_max": gap.max().item(),
-                "num_examples": count,
-                "seconds": bounds["seconds"],
-            }
-        )
-        columns[f"lower_{steps}"] = bounds["lower"]
-        columns[f"upper_{steps}"] = bounds["upper"]
-    output_dir = Path(cfg.paths.output_dir)
-    write_bdmc(output_dir, rows, columns)
-    for row in rows:
-        print(
-            f"AIS {row['num_steps']:>5} steps from the {row['start']}: log p(x) between "
-            f"{figure(row['lower_mean'])} and {figure(row['upper_mean'])} nats on {count} "
-            "simulated examples; gap "
-            f"{figure(row['gap_mean'])} +- {figure(row['gap_stderr'])} (largest "
-            f"{figure(row['gap_max'])}), {row['seconds']:.1f} s"
-        )
-    report_written(output_dir)
-    return rows
-
-
-def write_bdmc(output_dir: Path, rows: list[dict[str, Any]], columns: dict) -> None:
-    """``bdmc.json`` (a row per schedule) and ``per_example.csv`` (both bounds per schedule)."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "bdmc.json").write_text(json.dumps(rows, indent=2))
-    names = list(columns)
-    with open(output_dir / "per_example.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(names)
-        for i in range(len(columns["index"])):
-            writer.writerow([columns[name][i].item() for name in names])
+    base = chosen_estimator(estimator or "ais", num_samples, seed)
+    if not isinstance(base, AnnealedImportanceSampling):
+        raise ConfigError(f"BDMC runs AIS: give an AIS estimator, not {base.name}")
+    run_proposal = chosen_proposal(proposal)
+    plans = [base.replace(num_steps=steps).bind(model, run_proposal) for steps in schedules]
+    where = pick_device(device, model)
+    was_training = getattr(model, "training", None)
+    if was_training is not None:
+        model.eval()
+    try:
+        z, x = simulate(model, count, seed, where)
+        rows, columns = [], {"index": torch.arange(count)}
+        for steps, plan in zip(schedules, plans, strict=True):
+            label = f"AIS {steps} steps, {plan.num_samples} chains, forward and reverse"
+            bounds = sandwich(plan, x, z, batch_size, label, progress)
+            gap = bounds["upper"] - bounds["lower"]
+            gap_mean, gap_stderr = mean_and_stderr(gap)
+            rows.append(
+                {
+                    "num_steps": steps,
+                    "num_chains": plan.num_samples,
+                    "start": plan.proposal_name,
+                    "lower_mean": bounds["lower"].double().mean().item(),
+                    "upper_mean": bounds["upper"].double().mean().item(),
+                    "gap_mean": gap_mean,
+                    "gap_stderr": gap_stderr,
+                    "gap_max": gap.max().item(),
+                    "num_examples": count,
+                    "seconds": bounds["seconds"],
+                }
+            )
+            columns[f"lower_{steps}"] = bounds["lower"]
+            columns[f"upper_{steps}"] = bounds["upper"]
+    finally:
+        if was_training is not None:
+            model.train(was_training)
+    return BdmcResult(rows, columns)

@@ -1,106 +1,166 @@
-"""Mean log p(x) against K for several estimators and proposals (``vaelik-convergence``).
+"""``vaelik.convergence``: mean log p(x) against K for several estimators and proposals.
 
 Importance-type estimators draw from per-example streams, so the first K draws of a run with
 K_max draws are exactly the draws of a run with K: one pass at K_max gives every row (nested
 estimates, as in the seed's figures 2 and 3). AIS chains adapt their step size together, so AIS
-is run afresh for each K.
+is run afresh for each K. A grid rule (quadrature) does not depend on K: it is computed once and
+is the reference line at every K.
 """
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from hydra import compose
-from hydra.utils import instantiate
-from omegaconf import DictConfig
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import Dataset
 
-from vaelik.data.datamodule import example_indices
-from vaelik.evaluation.distributed import gather_results, shard, world
-from vaelik.evaluation.formatting import figure, grid_error_text, khat_text, report_written
+from vaelik.errors import ConfigError
+from vaelik.evaluation.distributed import gather_results
+from vaelik.evaluation.estimate import (
+    EstimatorChoice,
+    Examples,
+    ProposalChoice,
+    chosen_estimator,
+    chosen_proposal,
+    visit_batches,
+)
+from vaelik.evaluation.examples import event_dims
 from vaelik.evaluation.results import PerExampleResults
-from vaelik.evaluation.runner import load_model, pick_device, share_note
-from vaelik.inference.estimators import Estimate
+from vaelik.inference.estimators import Estimate, EstimationPlan
 from vaelik.inference.log_weights import check_positive
-from vaelik.progress import example_progress
+from vaelik.models.contract import check_measurable
 
 
-def with_num_samples(estimator, num_samples: int):
-    """A copy of ``estimator`` drawing ``num_samples`` per example."""
-    other = copy.copy(estimator)
-    other.num_samples = check_positive("K", num_samples)
-    return other
+@dataclass
+class ConvergenceTable:
+    """One summary row per (estimator, proposal really used, K): ``estimator``, ``proposal``,
+    ``num_samples`` and the summary of :meth:`PerExampleResults.summary`, with ``seconds``."""
+
+    rows: list[dict[str, Any]]
+
+    def write(self, folder: str | Path) -> Path:
+        """``convergence.csv`` and ``convergence.json`` in ``folder``."""
+        output_dir = Path(folder)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with open(output_dir / "convergence.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(self.rows[0]))
+            writer.writeheader()
+            writer.writerows(self.rows)
+        (output_dir / "convergence.json").write_text(json.dumps(self.rows, indent=2))
+        return output_dir
+
+    def plot(self, path: str | Path, title: str, zoom: float = 10.0) -> None:
+        """The PNG of :func:`plot_convergence`."""
+        plot_convergence(self.rows, Path(path), title, zoom)
+
+
+def distinct_lines(
+    model: Any,
+    estimators: Sequence[EstimatorChoice],
+    proposals: Sequence[ProposalChoice],
+    seed: int | None = None,
+) -> list[EstimationPlan]:
+    """Every estimator with every proposal, resolved, keeping one plan per estimator and
+    proposal really used: an estimator with a fixed proposal, or AIS started from the prior,
+    gives the same line whatever the run's proposal. Every combination is checked first."""
+    plans: dict[tuple[str, str], EstimationPlan] = {}
+    for estimator in estimators:
+        for proposal in proposals:
+            plan = chosen_estimator(estimator, seed=seed).bind(model, chosen_proposal(proposal))
+            plans.setdefault((plan.estimator_name, plan.proposal_name), plan)
+    return list(plans.values())
 
 
 @torch.no_grad()
-def convergence_rows(
-    model,
-    dataset,
-    indices,
-    estimator,
-    proposal,
-    ks: list[int],
+def plan_rows(
+    plan: EstimationPlan,
+    dataset: Dataset,
+    indices: Sequence[int],
+    ks: Sequence[int],
     batch_size: int,
-    device,
-    num_dims: int,
+    device: torch.device,
     progress: bool = False,
 ) -> list[dict[str, Any]]:
-    """One summary row per K for one (estimator, proposal) pair on the examples ``indices``
-    (shared out among processes when distributed, and gathered before summarising), with a
-    progress bar over examples on the first process when ``progress``. An exact rule
-    (``exact_reference``, e.g. quadrature) is computed once and repeated at every K."""
-    ks = sorted({check_positive("K", k) for k in ks})
-    nested = getattr(estimator, "nested_in_k", False)
-    # a grid rule does not depend on K: computed once, it is the reference line at every K
-    exact = getattr(estimator, "exact_reference", False)
+    """One summary row per K for one resolved plan on the examples ``indices`` of ``dataset``
+    (shared out among processes when distributed, gathered before summarising)."""
+    ks = sorted({check_positive("ks", k) for k in ks})
+    nested = getattr(plan.estimator, "nested_in_k", False)
+    exact = getattr(plan.estimator, "exact_reference", False)
+    once = exact or nested  # one pass gives every row
+    plans = {k: plan if exact else plan.with_num_samples(k) for k in ks}
     parts: dict[int, list] = {k: [] for k in ks}
     seconds: dict[int, float] = dict.fromkeys(ks, 0.0)
-    model.eval()
-    local = shard(indices)
-    label = f"{estimator.name}, {estimator.proposal_for(model, proposal).name}, K up to {ks[-1]}"
-    label += share_note(world()[1])
-    with example_progress(len(local), label, progress and world()[0] == 0) as advance:
-        for x, index in DataLoader(Subset(dataset, local), batch_size=batch_size):
-            x, index = x.to(device), torch.as_tensor(index)
+
+    def visit(x: torch.Tensor, index: torch.Tensor) -> None:
+        if once:
+            start = time.perf_counter()
             if exact:
-                start = time.perf_counter()
-                estimate = estimator(model, x, index, proposal)
-                seconds[ks[-1]] += time.perf_counter() - start
-                for k in ks:
-                    parts[k].append((index, estimate))
-            elif nested:
-                start = time.perf_counter()
-                log_w = with_num_samples(estimator, ks[-1]).log_weights(model, x, index, proposal)
-                seconds[ks[-1]] += time.perf_counter() - start
-                for k in ks:
-                    parts[k].append((index, Estimate.from_log_weights(log_w[:k])))
+                estimate = plan.estimate(x, index)
+                nested_estimates = dict.fromkeys(ks, estimate)
             else:
-                for k in ks:
-                    start = time.perf_counter()
-                    parts[k].append(
-                        (index, with_num_samples(estimator, k)(model, x, index, proposal))
-                    )
-                    seconds[k] += time.perf_counter() - start
-            advance(len(index))
+                log_w = plans[ks[-1]].log_weights(x, index)
+                nested_estimates = {k: Estimate.from_log_weights(log_w[:k]) for k in ks}
+            seconds[ks[-1]] += time.perf_counter() - start
+            for k in ks:
+                parts[k].append((index, nested_estimates[k]))
+            return
+        for k in ks:
+            start = time.perf_counter()
+            parts[k].append((index, plans[k].estimate(x, index)))
+            seconds[k] += time.perf_counter() - start
+
+    label = f"{plan.estimator_name}, {plan.proposal_name}, K up to {ks[-1]}"
+    visit_batches(plan.model, dataset, indices, batch_size, device, visit, progress, label)
     rows = []
     for k in ks:
-        summary = gather_results(PerExampleResults.concatenate(parts[k])).summary(num_dims)
+        summary = gather_results(PerExampleResults.concatenate(parts[k])).summary(
+            event_dims(dataset)
+        )
         rows.append(
             {
-                "estimator": estimator.name,
-                "proposal": estimator.proposal_for(model, proposal).name,
+                "estimator": plan.estimator_name,
+                "proposal": plans[k].proposal_name,
                 "num_samples": k,
                 **summary,
-                "seconds": seconds[ks[-1]] if nested or exact else seconds[k],
+                "seconds": seconds[ks[-1]] if once else seconds[k],
             }
         )
     return rows
+
+
+def convergence(
+    model: Any,
+    data: Any,
+    *,
+    ks: Sequence[int],
+    estimators: Sequence[EstimatorChoice] = ("importance",),
+    proposals: Sequence[ProposalChoice] = ("encoder",),
+    batch_size: int | None = None,
+    examples: int | Sequence[int] | None = None,
+    device: str | torch.device | None = None,
+    seed: int | None = None,
+    progress: bool = False,
+) -> ConvergenceTable:
+    """Mean log p(x) against K for every estimator x proposal (by name or as objects; see
+    :func:`vaelik.estimate` for ``data``, ``examples``, ``batch_size``, ``device``, ``seed``),
+    one line per estimator and proposal really used."""
+    check_measurable(model)
+    if not list(ks):
+        raise ConfigError("ks is empty: give the K values to compare, e.g. [1, 10, 100]")
+    plans = distinct_lines(model, estimators, proposals, seed)
+    chosen = Examples.of(model, data, examples, batch_size, device)
+    rows: list[dict[str, Any]] = []
+    for plan in plans:
+        rows += plan_rows(
+            plan, chosen.dataset, chosen.indices, ks, chosen.batch_size, chosen.device, progress
+        )
+    return ConvergenceTable(rows)
 
 
 def plot_convergence(
@@ -143,72 +203,3 @@ def plot_convergence(
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def write_table(rows: list[dict[str, Any]], output_dir: Path) -> None:
-    """``convergence.csv`` and ``convergence.json`` in ``output_dir``."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    with open(output_dir / "convergence.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    (output_dir / "convergence.json").write_text(json.dumps(rows, indent=2))
-
-
-def convergence(cfg: DictConfig) -> list[dict[str, Any]]:
-    """Estimate log p(x) for every K in ``cfg.ks`` x estimator x proposal; write table and plot."""
-    model, datamodule = load_model(cfg)
-    device = pick_device(cfg.device)
-    model.to(device)
-    dataset = datamodule.dataset(cfg.split)
-    indices = example_indices(dataset, cfg.num_examples)
-    count = len(indices)
-    pairs, lines = [], set()
-    for estimator_name in cfg.estimators:
-        for proposal_name in cfg.proposals:
-            choice = compose(
-                "eval",
-                overrides=[
-                    f"estimator={estimator_name}",
-                    f"proposal={proposal_name}",
-                    f"seed={cfg.seed}",
-                    "ckpt_path=unused",
-                    "paths.output_dir=unused",
-                ],
-            )
-            estimator, proposal = instantiate(choice.estimator), instantiate(choice.proposal)
-            estimator.check(model, proposal)  # fail now, not after the other pairs have run
-            # one line per estimator and the proposal it really uses: an estimator with a fixed
-            # proposal, or AIS started from the prior, gives the same line for every proposal
-            line = (estimator_name, estimator.proposal_for(model, proposal).name)
-            if line not in lines:
-                lines.add(line)
-                pairs.append((estimator, proposal))
-    rows: list[dict[str, Any]] = []
-    for estimator, proposal in pairs:
-        rows += convergence_rows(
-            model,
-            dataset,
-            indices,
-            estimator,
-            proposal,
-            list(cfg.ks),
-            cfg.batch_size,
-            device,
-            datamodule.num_dims,
-            progress=True,
-        )
-    output_dir = Path(cfg.paths.output_dir)
-    write_table(rows, output_dir)
-    plot_convergence(rows, output_dir / "convergence.png", f"{cfg.split} split, {count} examples")
-    for row in rows:
-        print(
-            f"{row['estimator']:>10} {row['proposal']:>10} K={row['num_samples']:>6} "
-            f"log p(x) = {figure(row['log_px_mean'], 3)} +- {figure(row['log_px_stderr'], 3)}  "
-            + (
-                grid_error_text(row)
-                or f"ESS/K = {row['ess_mean']:.3g}  k-hat = {khat_text(row['khat_mean'])}"
-            )
-        )
-    report_written(output_dir)
-    return rows

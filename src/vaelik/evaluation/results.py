@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
+import numpy as np
 import torch
 
 from vaelik.inference.diagnostics import KHAT_UNRELIABLE, LOG_WEIGHT_SPREAD
@@ -13,17 +14,19 @@ from vaelik.inference.estimators import Estimate
 from vaelik.metrics import bits_per_dim, mean_and_stderr
 
 # per-example checks that only some estimators make
-OPTIONAL_CHECKS = ("grid_error",)
+OPTIONAL_CHECKS = ("mc_stderr", "grid_error")
 
 
 @dataclass
 class PerExampleResults:
-    """Estimates for N examples, each ``[N]``: dataset index, log p(x) (nats), normalised ESS,
+    """Estimates for N examples, each ``[N]``: dataset index, log p(x) (nats), its Monte Carlo
+    standard error (NaN for K = 1 or a grid rule), normalised ESS,
     variance of log w, PSIS k-hat (NaN where K is too small to fit it, or for a grid rule), and
     a grid rule's error check (NaN for sampling estimators)."""
 
     index: torch.Tensor
     log_px: torch.Tensor
+    mc_stderr: torch.Tensor
     ess: torch.Tensor
     log_weight_var: torch.Tensor
     khat: torch.Tensor
@@ -85,6 +88,11 @@ class PerExampleResults:
         if not has_khat.any():
             return f"{variance} (K too small for a k-hat)"
         return f"k-hat > {KHAT_UNRELIABLE}, or {variance} where there is no k-hat"
+
+    def to_numpy(self) -> dict[str, np.ndarray]:
+        """Every column as a numpy array ``[N]``, in index order."""
+        order = torch.argsort(self.index)
+        return {f.name: getattr(self, f.name)[order].numpy() for f in fields(self)}
 
     def rows(self) -> list[dict[str, float | int]]:
         """One dict per example, in index order, for a per-example table (without the columns

@@ -29,17 +29,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from vaelik.checkpoint import describe_machine, read_checkpoint
 from vaelik.data.datamodule import evenly_spaced, example_indices
 from vaelik.errors import ConfigError
 from vaelik.evaluation.curves import last_value, read_curve, trend, write_curve
+from vaelik.evaluation.estimate import estimate, pick_device
+from vaelik.evaluation.examples import event_dims
 from vaelik.evaluation.formatting import figure, report_written, share_text
+from vaelik.evaluation.loading import model_from_checkpoint
 from vaelik.evaluation.results import PerExampleResults
-from vaelik.evaluation.runner import estimate_examples, model_from_checkpoint, pick_device
 from vaelik.inference.ais import AnnealedImportanceSampling
+from vaelik.inference.choices import build
 from vaelik.inference.proposals import EncoderProposal
 from vaelik.metrics import mean_and_stderr
 
@@ -104,14 +106,15 @@ def measure(name: str, path: Path, cfg: DictConfig) -> dict[str, Any]:
     draw from per-example streams, so IS on the AIS subset alone gives the very values the whole
     run gave there. ``eval_seconds`` is then the earlier IS time plus the new AIS time.
     """
-    model, datamodule, checkpoint = model_from_checkpoint(path, cfg.get("data_dir"))
+    model, datamodule, checkpoint = model_from_checkpoint(
+        path, cfg.get("data_dir"), list(cfg.get("trusted_packages") or ())
+    )
     device = pick_device(cfg.device)
     model.to(device)
-    importance, proposal = instantiate(cfg.importance), EncoderProposal()
+    importance, proposal = build(cfg.importance, "importance"), EncoderProposal()
     ais = ais_with_start(cfg.ais, cfg.get("ais_start", "auto"))
-    importance.check(model, proposal)
-    ais.check(model, proposal)
-    ais_start = ais.proposal_for(model, proposal)
+    importance.bind(model, proposal)  # an impossible combination fails before any work
+    ais_start = ais.bind(model, proposal).proposal
     dataset = datamodule.dataset(cfg.split)
     indices = example_indices(dataset, cfg.num_examples)
     ais_indices = evenly_spaced(indices, min(int(cfg.ais_examples or 0), len(indices)))
@@ -128,16 +131,19 @@ def measure(name: str, path: Path, cfg: DictConfig) -> dict[str, Any]:
     }
     earlier = reusable_row(row, Path(cfg.paths.output_dir)) if cfg.get("reuse_importance") else None
     start = time.perf_counter()
-    results = estimate_examples(
-        *(model, dataset, importance, proposal, ais_indices if earlier else indices),
-        *(cfg.batch_size, device),
+    measured = dict(estimator=importance, proposal=proposal, batch_size=cfg.batch_size)
+    results = estimate(
+        model,
+        dataset,
+        examples=ais_indices if earlier else indices,
+        device=device,
         progress=True,
-        description=f"{name}: IS, K={importance.num_samples}",
-    )
+        **measured,
+    ).results
     if earlier:
         row.update({column: earlier[column] for column in IMPORTANCE_COLUMNS})
     else:
-        summary = results.summary(datamodule.num_dims)
+        summary = results.summary(event_dims(dataset))
         row.update(
             {
                 "log_px": summary["log_px_mean"],
@@ -149,11 +155,14 @@ def measure(name: str, path: Path, cfg: DictConfig) -> dict[str, Any]:
     importance_seconds = time.perf_counter() - start
     row["ais_gap"] = row["ais_gap_stderr"] = row["ais_disagree_share"] = None
     if ais_indices:
-        annealed = estimate_examples(
-            *(model, dataset, ais, proposal, ais_indices, cfg.batch_size, device),
+        annealed = estimate(
+            model,
+            dataset,
+            **{**measured, "estimator": ais},
+            examples=ais_indices,
+            device=device,
             progress=True,
-            description=f"{name}: AIS from the {ais_start.name}, {ais.num_samples} chains",
-        )
+        ).results
         gaps = annealed.log_px - matching(results, annealed.index)
         row["ais_gap"], row["ais_gap_stderr"] = mean_and_stderr(gaps)
         # per example: IS and AIS apart by more than a nat (AIS above: IS misses posterior mass)
@@ -189,8 +198,8 @@ def ais_with_start(ais_cfg, choice: str) -> AnnealedImportanceSampling:
     if choice not in ("auto", *AIS_STARTS):
         raise ConfigError(f"ais_start must be auto, encoder or prior, got {choice!r}")
     if choice == "auto":
-        return instantiate(ais_cfg)
-    return instantiate(ais_cfg, prior_share=AIS_STARTS[choice])
+        return build(ais_cfg, "ais")
+    return build(ais_cfg, "ais", prior_share=AIS_STARTS[choice])
 
 
 #: the columns that IS over the whole split measures (kept by ``reuse_importance``)

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from torch import nn
 
 import vaelik.data
-from vaelik.errors import CheckpointError
+from vaelik.errors import CheckpointError, ConfigError
 from vaelik.models.likelihoods.base import LikelihoodHead
 
 DATA_CLASSES = frozenset(
@@ -62,9 +62,27 @@ def is_model_component(target: str) -> bool:
     return inspect.isclass(found) and issubclass(found, (nn.Module, LikelihoodHead))
 
 
-def check_trusted_config(config: Mapping[str, Any], path: object) -> None:
+def in_packages(target: str, packages: Sequence[str]) -> bool:
+    """Whether ``target`` names something inside one of ``packages`` (``mypkg`` allows
+    ``mypkg.models.MyVAE``, not ``mypkg_evil.X``)."""
+    return any(target.startswith(f"{package}.") for package in packages)
+
+
+def check_trusted_config(
+    config: Mapping[str, Any], path: object, trusted_packages: Sequence[str] = ()
+) -> None:
     """Raise ``CheckpointError`` if the stored config of the checkpoint at ``path`` names any
-    ``_target_`` outside the allow-list (see the module's docstring)."""
+    ``_target_`` outside the allow-list (see the module's docstring), or outside
+    ``trusted_packages``: the user's explicit opt-in on the command line
+    (``trusted_packages=[mypackage]``, never read from a checkpoint), for their own classes."""
+    for package in trusted_packages:
+        if not str(package).isidentifier() and not all(
+            part.isidentifier() for part in str(package).split(".")
+        ):
+            raise ConfigError(
+                f"trusted_packages holds {package!r}, which is not a package name: give "
+                "importable names, e.g. trusted_packages=[mypackage]"
+            )
     for where, text in nodes(config, "config"):
         if not (isinstance(text, str) and "${" in text):
             continue
@@ -76,13 +94,18 @@ def check_trusted_config(config: Mapping[str, Any], path: object) -> None:
     for section in SECTIONS:
         for where, target in nodes(config.get(section), section):
             if not where.endswith("._target_") or (
-                isinstance(target, str) and (target in DATA_CLASSES or is_model_component(target))
+                isinstance(target, str)
+                and (
+                    target in DATA_CLASSES
+                    or is_model_component(target)
+                    or in_packages(target, trusted_packages)
+                )
             ):
                 continue
             raise CheckpointError(
                 f"{path}: its stored config sets {where} to {target!r}, which is not "
                 "one of vaelik's data sources or model components, so it is not built. A "
                 "checkpoint can run code through its config: use only checkpoints from "
-                "vaelik-train, or rebuild this model from a config you trust and load the "
-                "weights into it."
+                "vaelik-train or from yourself; for your own model classes, opt in on the "
+                "command line with trusted_packages=[their top-level package]."
             )

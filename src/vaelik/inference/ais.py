@@ -13,15 +13,17 @@ numbers of decoder-based models); the estimate log (1/K) sum_k w_k is what the e
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
-from vaelik.errors import ConfigError
-from vaelik.inference.estimators import LogWeightEstimator
+from vaelik.config import option_defaults
+from vaelik.errors import ConfigError, SettingError
+from vaelik.inference.estimators import EstimationPlan, LogWeightEstimator
 from vaelik.inference.log_weights import BatchChunk, batch_chunks, check_finite, check_positive
 from vaelik.inference.proposals import PriorProposal, Proposal
 from vaelik.inference.streams import Draws, substream_keys
-from vaelik.models.vae import VAE
+from vaelik.models.contract import can_score
 
 SCHEDULES = ("sigmoid", "linear")
 AUTO = "auto"
@@ -32,6 +34,7 @@ AUTO = "auto"
 PRIOR_START_MAX_DIM = 2
 # mixed into the stream keys of reverse AIS, so that it never reuses the forward chains' noise
 REVERSE_STREAM = 1
+_AIS = option_defaults("estimator", "ais")
 
 
 def annealing_schedule(
@@ -57,9 +60,7 @@ def checked_prior_share(value: float | str) -> float | str:
     except (TypeError, ValueError):
         share = math.nan
     if not 0 <= share <= 1:
-        raise ConfigError(
-            f"estimator.prior_share must be auto or a number in [0, 1], got {value!r}"
-        )
+        raise SettingError("prior_share", f"must be auto or a number in [0, 1], got {value!r}")
     return share
 
 
@@ -79,7 +80,7 @@ class StratifiedStart(Proposal):
         self.share = prior_chains / num_chains
         self.name = f"prior ({prior_chains} of {num_chains} chains) + {proposal.name}"
 
-    def check(self, model: VAE, needs_log_prob: bool = False) -> None:
+    def check(self, model: Any, needs_log_prob: bool = False) -> None:
         self.proposal.check(model, needs_log_prob)
 
     def noise_dims(self, model, posterior):
@@ -135,43 +136,44 @@ class AnnealedImportanceSampling(LogWeightEstimator):
 
     def __init__(
         self,
-        num_samples: int = 32,
-        num_steps: int = 500,
-        leapfrog_steps: int = 5,
-        step_size: float = 0.05,
-        target_accept: float = 0.65,
-        adapt_step_size: bool = True,
-        schedule: str = "sigmoid",
-        chunk_size: int | None = None,
+        num_samples: int = _AIS["num_samples"],
+        num_steps: int = _AIS["num_steps"],
+        leapfrog_steps: int = _AIS["leapfrog_steps"],
+        step_size: float = _AIS["step_size"],
+        target_accept: float = _AIS["target_accept"],
+        adapt_step_size: bool = _AIS["adapt_step_size"],
+        schedule: str = _AIS["schedule"],
+        chunk_size: int | None = _AIS["chunk_size"],
         seed: int = 0,
-        name: str = "ais",
+        name: str = _AIS["name"],
         proposal: Proposal | None = None,
-        prior_share: float | str = "auto",
+        prior_share: float | str = _AIS["prior_share"],
     ) -> None:
         super().__init__(num_samples, chunk_size, seed, name, proposal)
         self.prior_share = checked_prior_share(prior_share)
-        self.num_steps = check_positive("estimator.num_steps", num_steps)
-        self.leapfrog_steps = check_positive("estimator.leapfrog_steps", leapfrog_steps)
+        self.num_steps = check_positive("num_steps", num_steps)
+        self.leapfrog_steps = check_positive("leapfrog_steps", leapfrog_steps)
         if not step_size > 0:
-            raise ConfigError(f"estimator.step_size must be > 0, got {step_size}")
+            raise SettingError("step_size", f"must be > 0, got {step_size}")
         if not 0 < target_accept < 1:
-            raise ConfigError(f"estimator.target_accept must be in (0, 1), got {target_accept}")
+            raise SettingError("target_accept", f"must be in (0, 1), got {target_accept}")
+        self.schedule = schedule
         self.betas = annealing_schedule(self.num_steps, schedule)
         self.step_size = float(step_size)
         self.target_accept = float(target_accept)
         self.adapt_step_size = adapt_step_size
 
-    def share_for(self, model: VAE) -> float:
+    def share_for(self, model: Any) -> float:
         """The prior's share of the start for ``model``: ``prior_share``, or, for ``auto``, 1
         up to :data:`PRIOR_START_MAX_DIM` latent dimensions or where the guide cannot score
         latents it did not draw (an IAF guide: no start but the prior works), else 0."""
         if self.prior_share != AUTO:
             return float(self.prior_share)
         low_dimensional = model.latent_dim <= PRIOR_START_MAX_DIM
-        return 1.0 if low_dimensional or not model.guide.can_score else 0.0
+        return 1.0 if low_dimensional or not can_score(model) else 0.0
 
-    def start_for(self, model: VAE, proposal: Proposal) -> Proposal:
-        """The chains' initial distribution for ``model``: the prior (share 1), the run's
+    def start(self, model: Any, proposal: Proposal) -> Proposal:
+        """The chains' initial distribution for ``model``: the prior (share 1), the chosen
         ``proposal`` (share 0, or a single chain, which cannot be split, as at K = 1 of a
         convergence table), or else the stratified mixture with round(share K) chains from the
         prior, at least 1 and at most K - 1."""
@@ -182,22 +184,14 @@ class AnnealedImportanceSampling(LogWeightEstimator):
             return proposal
         return StratifiedStart(proposal, min(max(round(share * k), 1), k - 1), k)
 
-    def proposal_for(self, model: VAE, proposal: Proposal) -> Proposal:
-        return self.start_for(model, super().proposal_for(model, proposal))
-
     def log_weights(
-        self, model: VAE, x: torch.Tensor, index: torch.Tensor, proposal: Proposal
+        self, plan: EstimationPlan, x: torch.Tensor, index: torch.Tensor
     ) -> torch.Tensor:
         """AIS log-weights ``[K, B]`` in float64 (the prior's chains first, if any)."""
-        return self._run_chains(model, x, index, proposal, z_exact=None)
+        return self._run_chains(plan, x, index, z_exact=None)
 
     def reverse_log_weights(
-        self,
-        model: VAE,
-        x: torch.Tensor,
-        index: torch.Tensor,
-        z_exact: torch.Tensor,
-        proposal: Proposal,
+        self, plan: EstimationPlan, x: torch.Tensor, index: torch.Tensor, z_exact: torch.Tensor
     ) -> torch.Tensor:
         """Reverse AIS (Grosse, Ghahramani & Adams 2015) log-weights ``[K, B]`` (float64).
 
@@ -209,21 +203,19 @@ class AnnealedImportanceSampling(LogWeightEstimator):
         log p(x), as the forward estimate is a lower one: their gap bounds the error of
         forward AIS with this schedule on data like ``x``.
         """
-        return self._run_chains(model, x, index, proposal, z_exact=z_exact)
+        return self._run_chains(plan, x, index, z_exact=z_exact)
 
     def _run_chains(
         self,
-        model: VAE,
+        plan: EstimationPlan,
         x: torch.Tensor,
         index: torch.Tensor,
-        proposal: Proposal,
         z_exact: torch.Tensor | None,
     ) -> torch.Tensor:
         """The K chains of every example of ``x``, in chunks of at most ``chunk_size`` (chain,
         example) pairs: forward from the start distribution, or, given ``z_exact [B, L]``,
         backwards from it. Log-weights ``[K, B]`` in float64."""
-        self.check(model, proposal)
-        proposal = self.proposal_for(model, proposal)
+        model, proposal = plan.model, plan.proposal
         rows = max(1, self.pairs_per_pass(x.device) // self.num_samples)
         log_w = torch.empty(self.num_samples, x.shape[0], dtype=torch.float64, device=x.device)
         with torch.no_grad():
@@ -238,7 +230,7 @@ class AnnealedImportanceSampling(LogWeightEstimator):
 
     def _anneal(
         self,
-        model: VAE,
+        model: Any,
         x: torch.Tensor,
         chunk: BatchChunk,
         proposal: Proposal,

@@ -1,17 +1,25 @@
 """Estimators of the marginal likelihood log p(x), per example.
 
-Every estimator maps ``(model, x [B, C, H, W], index [B], proposal)`` to an :class:`Estimate`
-built from log-weights ``[K, B]``, so a new guide, prior, proposal or likelihood head needs no
-change here. Annealed importance sampling lives in :mod:`vaelik.inference.ais`.
+An estimator is a fixed set of settings (K, chunk size, seed, name; never changed once built:
+:meth:`LogWeightEstimator.replace` builds another). :meth:`LogWeightEstimator.bind` resolves it
+once for a model and the run's proposal into an :class:`EstimationPlan`: the K it really draws,
+the proposal it really uses (a fixed one such as the prior's, AIS's start), the names every
+report prints. The plan maps ``(x [B, ...], index [B])`` to an :class:`Estimate` built from
+log-weights ``[K, B]``, so a new guide, prior, proposal or likelihood head needs no change here.
+Annealed importance sampling lives in :mod:`vaelik.inference.ais`.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from vaelik.config import option_defaults
 from vaelik.inference.diagnostics import (
     flag_unreliable,
     log_mean_exp,
@@ -25,12 +33,23 @@ from vaelik.inference.log_weights import (
     importance_log_weights,
 )
 from vaelik.inference.proposals import Proposal
-from vaelik.models.vae import VAE
+from vaelik.models.contract import check_measurable
+
+
+def monte_carlo_stderr(ess: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """The standard error of log p_hat(x) = log mean_k w_k, per example ``[B]``, by the delta
+    method: sd(w) / (sqrt(K) mean(w)) with the sample sd, which in terms of the normalised ESS
+    e = (sum w)^2 / (K sum w^2) is sqrt((1/e - 1) / (K - 1)). NaN for K = 1. Like every
+    variance estimate from the weights themselves, it is too small when k-hat is large."""
+    if num_samples < 2:
+        return torch.full_like(ess, math.nan)
+    return torch.sqrt((1 / ess - 1).clamp(min=0) / (num_samples - 1))
 
 
 @dataclass
 class Estimate:
-    """Per-example results, each ``[B]`` float64: the log p(x) estimate and its diagnostics
+    """Per-example results, each ``[B]`` float64: the log p(x) estimate, its Monte Carlo
+    standard error (:func:`monte_carlo_stderr`; NaN for a grid rule), and its diagnostics
     (normalised ESS, variance of log w, PSIS k-hat; see :mod:`vaelik.inference.diagnostics`),
     and, for a deterministic rule (:mod:`vaelik.inference.quadrature`), its error check in nats
     (NaN for sampling estimators); ``flagged`` is 1 where the estimator's own check says the
@@ -38,6 +57,7 @@ class Estimate:
     the grid error above the rule's tolerance), else 0."""
 
     log_px: torch.Tensor
+    mc_stderr: torch.Tensor
     ess: torch.Tensor
     log_weight_var: torch.Tensor
     khat: torch.Tensor
@@ -50,9 +70,11 @@ class Estimate:
         log_px = log_mean_exp(log_w)
         log_weight_var = log_weight_variance(log_w)
         khat = pareto_khat(log_w)
+        ess = normalized_ess(log_w)
         return cls(
             log_px=log_px,
-            ess=normalized_ess(log_w),
+            mc_stderr=monte_carlo_stderr(ess, log_w.shape[0]),
+            ess=ess,
             log_weight_var=log_weight_var,
             khat=khat,
             grid_error=torch.full_like(log_px, math.nan),
@@ -62,8 +84,14 @@ class Estimate:
 
 class LogWeightEstimator:
     """An estimator defined by its log-weights ``[K, B]``: subclasses implement
-    ``log_weights``; K, the chunk size, the seed, the reported name, the choice of proposal and
-    the reduction to an :class:`Estimate` are shared."""
+    :meth:`log_weights`; K, the chunk size, the seed, the reported name, the choice of proposal,
+    the resolution into a plan and the reduction to an :class:`Estimate` are shared.
+
+    Settings are fixed when the estimator is built (setting an attribute afterwards raises):
+    :meth:`replace` gives a copy with other settings, validated as at construction."""
+
+    #: True where the estimator needs log r(z|x) at latents r did not draw (AIS)
+    needs_log_prob = False
 
     def __init__(
         self,
@@ -73,40 +101,140 @@ class LogWeightEstimator:
         name: str,
         proposal: Proposal | None,
     ) -> None:
-        self.num_samples = check_positive("estimator.num_samples (K)", num_samples)
-        self.chunk_size = (
-            None if chunk_size is None else check_positive("estimator.chunk_size", chunk_size)
-        )
+        self.num_samples = check_positive("num_samples", num_samples)  # K: checked here only
+        self.chunk_size = None if chunk_size is None else check_positive("chunk_size", chunk_size)
         self.seed = int(seed)
         self.name = name
-        self.fixed_proposal = proposal
+        #: a proposal that replaces the run's (naive Monte Carlo's prior), or None
+        self.proposal = proposal
 
-    #: True where the estimator needs log r(z|x) at latents r did not draw (AIS)
-    needs_log_prob = False
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every subclass's constructor records its arguments (for :meth:`replace`) and then
+        freezes the instance."""
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
 
-    def proposal_for(self, model: VAE, proposal: Proposal) -> Proposal:
-        """The proposal this estimator actually uses for ``model`` given the run's
-        ``proposal``."""
-        return self.fixed_proposal if self.fixed_proposal is not None else proposal
+        @functools.wraps(init)
+        def init_then_freeze(self, *args: Any, **settings: Any) -> None:
+            init(self, *args, **settings)
+            if type(self).__init__ is init_then_freeze:  # the outermost constructor only
+                arguments = inspect.signature(init).bind(self, *args, **settings).arguments
+                arguments.pop("self")
+                object.__setattr__(self, "_arguments", dict(arguments))
+                object.__setattr__(self, "_frozen", True)
+
+        cls.__init__ = init_then_freeze  # type: ignore[method-assign]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if self.__dict__.get("_frozen"):
+            raise AttributeError(
+                f"{type(self).__name__}'s settings are fixed once it is built: use "
+                f".replace({name}=...) for an estimator with another {name}"
+            )
+        super().__setattr__(name, value)
+
+    def replace(self, **changes: Any) -> LogWeightEstimator:
+        """A new estimator of the same class with ``changes`` to the settings it was built with
+        (checked as any constructor's arguments are)."""
+        return type(self)(**{**self.__dict__["_arguments"], **changes})
 
     def pairs_per_pass(self, device: torch.device) -> int:
         """``chunk_size``, or where it is None the size that suits ``device``
         (:func:`~vaelik.inference.log_weights.default_chunk_size`)."""
         return default_chunk_size(device) if self.chunk_size is None else self.chunk_size
 
-    def check(self, model: VAE, proposal: Proposal) -> None:
-        """Fail before any work if this estimator cannot run on ``model`` with ``proposal``."""
-        self.proposal_for(model, proposal).check(model, needs_log_prob=self.needs_log_prob)
+    def start(self, model: Any, proposal: Proposal) -> Proposal:
+        """The distribution the draws come from, given the proposal chosen for the run (the
+        estimator's own, else the run's): that proposal itself, here."""
+        return proposal
+
+    def draws_for(self, model: Any) -> int:
+        """K, the number of log-weights per example, for ``model``: ``num_samples`` here."""
+        return self.num_samples
+
+    def bind(self, model: Any, proposal: Proposal) -> EstimationPlan:
+        """Resolve this estimator for ``model`` and the run's ``proposal``, once: check that the
+        model meets the contract (:mod:`vaelik.models.contract`) and that the combination can
+        run (both fail before any work), and fix K and the proposal really used."""
+        check_measurable(model)
+        chosen = self.start(model, self.proposal if self.proposal is not None else proposal)
+        chosen.check(model, needs_log_prob=self.needs_log_prob)
+        return EstimationPlan(self, model, proposal, chosen, self.draws_for(model))
 
     def log_weights(
-        self, model: VAE, x: torch.Tensor, index: torch.Tensor, proposal: Proposal
+        self, plan: EstimationPlan, x: torch.Tensor, index: torch.Tensor
     ) -> torch.Tensor:
+        """Log-weights ``[K, B]`` (float64) of the examples ``x [B, ...]`` with dataset indices
+        ``index [B]`` (the keys of their random streams)."""
         raise NotImplementedError
 
+    def estimate(self, plan: EstimationPlan, x: torch.Tensor, index: torch.Tensor) -> Estimate:
+        """Per-example estimates of ``x`` from their log-weights."""
+        return Estimate.from_log_weights(self.log_weights(plan, x, index))
+
     def __call__(
-        self, model: VAE, x: torch.Tensor, index: torch.Tensor, proposal: Proposal
+        self, model: Any, x: torch.Tensor, index: torch.Tensor, proposal: Proposal
     ) -> Estimate:
-        return Estimate.from_log_weights(self.log_weights(model, x, index, proposal))
+        """``bind(model, proposal).estimate(x, index)``: one batch, resolved afresh."""
+        return self.bind(model, proposal).estimate(x, index)
+
+
+@dataclass(frozen=True)
+class EstimationPlan:
+    """An estimator resolved for one model and one run proposal (:meth:`LogWeightEstimator.bind`).
+
+    Attributes:
+        estimator: the estimator, with its settings.
+        model: the model measured (see :class:`~vaelik.models.contract.MeasurableModel`).
+        requested: the run's proposal, as given.
+        proposal: the distribution the draws really come from: ``requested``, the estimator's
+            fixed proposal (the prior for ``estimator=prior``), AIS's start (the prior, or a
+            stratified mixture), or the quadrature grid's uniform box.
+        num_samples: K, log-weights per example (the grid's cells for quadrature).
+    """
+
+    estimator: LogWeightEstimator
+    model: Any
+    requested: Proposal
+    proposal: Proposal
+    num_samples: int
+
+    @property
+    def estimator_name(self) -> str:
+        return self.estimator.name
+
+    @property
+    def proposal_name(self) -> str:
+        return self.proposal.name
+
+    @property
+    def label(self) -> str:
+        """``importance, encoder, K=5000``: what a progress bar or a log line names."""
+        return f"{self.estimator_name}, {self.proposal_name}, K={self.num_samples}"
+
+    def describe(self) -> dict[str, Any]:
+        """The names and K every report carries."""
+        return {
+            "estimator": self.estimator_name,
+            "proposal": self.proposal_name,
+            "num_samples": self.num_samples,
+        }
+
+    def with_num_samples(self, num_samples: int) -> EstimationPlan:
+        """The plan of the same estimator with K = ``num_samples``, resolved afresh (AIS's
+        stratified start depends on K)."""
+        return self.estimator.replace(num_samples=num_samples).bind(self.model, self.requested)
+
+    def log_weights(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return self.estimator.log_weights(self, x, index)
+
+    def estimate(self, x: torch.Tensor, index: torch.Tensor) -> Estimate:
+        return self.estimator.estimate(self, x, index)
+
+
+_IMPORTANCE = option_defaults("estimator", "importance")
 
 
 class ImportanceSampling(LogWeightEstimator):
@@ -115,7 +243,8 @@ class ImportanceSampling(LogWeightEstimator):
     The estimate of p(x) is unbiased; its log is a lower bound in expectation (the IWAE bound,
     Burda et al. 2016) that tightens as K grows. With K = 1 and the encoder as proposal it is the
     single-sample ELBO. With ``proposal`` set (e.g. the prior, seed eq. 7) it ignores the run's
-    proposal: that is the naive Monte Carlo estimator ``estimator=prior``.
+    proposal: that is the naive Monte Carlo estimator ``estimator=prior``. Defaults: those of
+    ``conf/estimator/importance.yaml``.
 
     Args:
         num_samples: K >= 1 draws per example.
@@ -131,24 +260,24 @@ class ImportanceSampling(LogWeightEstimator):
 
     def __init__(
         self,
-        num_samples: int = 128,
-        chunk_size: int | None = None,
+        num_samples: int = _IMPORTANCE["num_samples"],
+        chunk_size: int | None = _IMPORTANCE["chunk_size"],
         seed: int = 0,
-        name: str = "importance",
+        name: str = _IMPORTANCE["name"],
         proposal: Proposal | None = None,
     ) -> None:
         super().__init__(num_samples, chunk_size, seed, name, proposal)
 
     def log_weights(
-        self, model: VAE, x: torch.Tensor, index: torch.Tensor, proposal: Proposal
+        self, plan: EstimationPlan, x: torch.Tensor, index: torch.Tensor
     ) -> torch.Tensor:
         """Log-weights ``[K, B]`` in float64."""
         return importance_log_weights(
-            model,
+            plan.model,
             x,
             index,
-            self.proposal_for(model, proposal),
-            self.num_samples,
+            plan.proposal,
+            plan.num_samples,
             self.pairs_per_pass(x.device),
             self.seed,
         )

@@ -15,12 +15,15 @@ MLPs run folded into sigmoid MLPs (:mod:`vaelik.models.folding`).
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from vaelik.errors import ConfigError
+from vaelik.errors import NonFiniteError, SettingError
 from vaelik.inference.proposals import Proposal
 from vaelik.inference.streams import Draws, example_keys
 from vaelik.models.folding import folded_networks
@@ -43,19 +46,31 @@ def default_chunk_size(device: torch.device) -> int:
     return CPU_CHUNK if device.type == "cpu" else DEVICE_CHUNK
 
 
-def check_positive(name: str, value: int) -> int:
-    """Return ``value`` if it is an integer >= 1, else raise a ValueError naming ``name``."""
-    if int(value) != value or value < 1:
-        raise ConfigError(f"{name} must be an integer >= 1, got {value}")
-    return int(value)
+def check_positive(name: str, value: object) -> int:
+    """Return ``value`` if it is an integer >= 1, else raise a :class:`SettingError` naming the
+    setting ``name`` (the caller's own name for it; see :meth:`SettingError.under`)."""
+    whole = (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value == int(value)
+    )
+    if not whole or value < 1:  # type: ignore[operator]
+        raise SettingError(name, f"must be an integer >= 1, got {value!r}")
+    return int(value)  # type: ignore[arg-type]
 
 
 def check_finite(log_w: torch.Tensor, what: str = "importance log-weights") -> torch.Tensor:
-    """Raise if any log-weight is NaN (+inf is also invalid: a density cannot be infinite)."""
-    if torch.isnan(log_w).any() or torch.isposinf(log_w).any():
-        raise FloatingPointError(
-            f"NaN or +inf in the {what}: the model or proposal produced an invalid density "
-            "(check the checkpoint, or bound the posterior scale with posterior.log_scale_bound)"
+    """Raise :class:`NonFiniteError` if any log-weight ``[K, B]`` is NaN or +inf (a density
+    cannot be infinite), naming the batch columns (examples) where it happened."""
+    bad = torch.isnan(log_w) | torch.isposinf(log_w)
+    if bad.any():
+        columns = bad.reshape(-1, log_w.shape[-1]).any(0).nonzero().flatten().tolist()
+        raise NonFiniteError(
+            f"NaN or +inf in the {what} of {len(columns)} example(s) of a batch (columns "
+            f"{columns[:5]}): the model or proposal produced an invalid density. Check the "
+            "networks' outputs on these inputs (or the checkpoint); for vaelik's own models, "
+            "bound the posterior scale with posterior.log_scale_bound"
         )
     return log_w
 
@@ -102,7 +117,7 @@ class BatchChunk:
 
 
 def batch_chunks(
-    model: VAE, x: torch.Tensor, index: torch.Tensor, rows: int, seed: int
+    model: Any, x: torch.Tensor, index: torch.Tensor, rows: int, seed: int
 ) -> Iterator[BatchChunk]:
     """Run the guide once on ``x`` and yield the batch in chunks of ``rows`` examples."""
     posterior = model.posterior(x)
@@ -114,7 +129,7 @@ def batch_chunks(
 
 @torch.no_grad()
 def importance_log_weights(
-    model: VAE,
+    model: Any,
     x: torch.Tensor,
     index: torch.Tensor,
     proposal: Proposal,
@@ -122,19 +137,17 @@ def importance_log_weights(
     chunk_size: int,
     seed: int = 0,
 ) -> torch.Tensor:
-    """Log importance weights ``[K, B]`` (float64) for ``x [B, C, H, W]``.
+    """Log importance weights ``[K, B]`` (float64) for ``x [B, ...]``.
 
     Args:
-        model: the latent-variable model (guide, prior, decoder, head).
+        model: the latent-variable model (see :class:`~vaelik.models.contract.MeasurableModel`).
         x: a batch of data; ``index [B]`` their dataset indices (keys of their random streams).
-        proposal: r(z|x), see :mod:`vaelik.inference.proposals`.
-        num_samples: K >= 1 draws per example.
+        proposal: r(z|x), see :mod:`vaelik.inference.proposals`, already checked against the
+            model (:meth:`~vaelik.inference.estimators.LogWeightEstimator.bind` does).
+        num_samples: K >= 1 draws per example (checked by the estimator that holds it).
         chunk_size: at most this many (draw, example) pairs go through the decoder at once.
         seed: the run's seed, mixed into every example's stream key.
     """
-    num_samples = check_positive("num_samples (K)", num_samples)
-    chunk_size = check_positive("chunk_size", chunk_size)
-    proposal.check(model)
     batch = x.shape[0]
     rows = min(batch, chunk_size)
     draws_per_pass = max(1, chunk_size // rows)
@@ -144,6 +157,9 @@ def importance_log_weights(
             for start in range(0, num_samples, draws_per_pass):
                 stop = min(start + draws_per_pass, num_samples)
                 noise = chunk.noise(model, proposal, start, stop)
-                terms = draw_log_weights(model, x[chunk.rows], chunk.posterior, proposal, noise)
-                log_w[start:stop, chunk.rows] = terms.log_weights(torch.float64)
+                z, log_r = proposal.sample(model, chunk.posterior, noise)
+                log_joint = model.log_joint(x[chunk.rows], z)
+                log_w[start:stop, chunk.rows] = log_joint.to(torch.float64) - log_r.to(
+                    torch.float64
+                )
     return check_finite(log_w)

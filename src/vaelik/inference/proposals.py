@@ -12,14 +12,16 @@ themselves. ``check(model)`` fails before any work where a proposal is not defin
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch.distributions import Independent, StudentT
 
-from vaelik.errors import ConfigError, UnsupportedCombinationError
+from vaelik.config import option_defaults
+from vaelik.errors import SettingError, UnsupportedCombinationError
 from vaelik.inference.streams import Draws
+from vaelik.models.contract import can_score, posterior_name
 from vaelik.models.guides import Posterior, gaussian_log_prob
-from vaelik.models.vae import VAE
 
 
 class Proposal:
@@ -29,15 +31,16 @@ class Proposal:
     #: True where log r(z|x) of any latent needs log q(z|x) of latents the guide did not draw
     scores_posterior = False
 
-    def check(self, model: VAE, needs_log_prob: bool = False) -> None:
+    def check(self, model: Any, needs_log_prob: bool = False) -> None:
         """Raise :class:`UnsupportedCombinationError` where this proposal cannot be used with
         ``model`` (and, with ``needs_log_prob``, where it cannot score latents)."""
-        if (needs_log_prob or self.scores_posterior) and not model.guide.can_score:
+        if (needs_log_prob or self.scores_posterior) and not can_score(model):
             need = "the defensive mixture" if self.scores_posterior else "AIS"
+            guide = posterior_name(model)
             raise UnsupportedCombinationError(
-                f"proposal={self.name} with posterior={model.guide.name}: {need} needs "
+                f"proposal={self.name} with posterior={guide}: {need} needs "
                 f"log q(z|x) at latents the guide did not draw, and posterior="
-                f"{model.guide.name} cannot score them; use proposal=prior"
+                f"{guide} cannot score them; use proposal=prior"
                 + (
                     " or AIS's prior_share=1 (chains from the prior; auto does so for this guide)"
                     if needs_log_prob
@@ -45,20 +48,20 @@ class Proposal:
                 )
             )
 
-    def noise_dims(self, model: VAE, posterior: Posterior) -> int:
+    def noise_dims(self, model: Any, posterior: Posterior) -> int:
         return posterior.noise_dims
 
-    def draw_noise(self, model: VAE, posterior: Posterior, draws: Draws) -> torch.Tensor:
+    def draw_noise(self, model: Any, posterior: Posterior, draws: Draws) -> torch.Tensor:
         """``[n, B, noise_dims]`` base noise: ``draws``' share of every example's stream."""
         return draws.normal(self.noise_dims(model, posterior))
 
     def sample(
-        self, model: VAE, posterior: Posterior, noise: torch.Tensor
+        self, model: Any, posterior: Posterior, noise: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Latents ``z [K, B, L]`` and ``log r(z|x) [K, B]`` from ``noise [K, B, D]``."""
         raise NotImplementedError
 
-    def log_prob(self, model: VAE, posterior: Posterior, z: torch.Tensor) -> torch.Tensor:
+    def log_prob(self, model: Any, posterior: Posterior, z: torch.Tensor) -> torch.Tensor:
         """log r(z|x) ``[K, B]`` of given latents."""
         raise NotImplementedError
 
@@ -80,7 +83,7 @@ class PriorProposal(Proposal):
 
     name = "prior"
 
-    def check(self, model: VAE, needs_log_prob: bool = False) -> None:
+    def check(self, model: Any, needs_log_prob: bool = False) -> None:
         """Defined for every model: it scores latents with the prior alone."""
 
     def noise_dims(self, model, posterior):
@@ -126,9 +129,9 @@ class StudentTProposal(BaseReplacement):
 
     name = "student_t"
 
-    def __init__(self, df: float = 5.0) -> None:
+    def __init__(self, df: float = option_defaults("proposal", "student_t")["df"]) -> None:
         if not df > 0:
-            raise ConfigError(f"proposal.df (degrees of freedom) must be > 0, got {df}")
+            raise SettingError("df", f"(degrees of freedom) must be > 0, got {df}")
         self.df = float(df)
 
     def noise_dims(self, model, posterior):
@@ -157,9 +160,9 @@ class InflatedProposal(BaseReplacement):
 
     name = "inflated"
 
-    def __init__(self, scale: float = 1.5) -> None:
+    def __init__(self, scale: float = option_defaults("proposal", "inflated")["scale"]) -> None:
         if not scale > 0:
-            raise ConfigError(f"proposal.scale (the factor c) must be > 0, got {scale}")
+            raise SettingError("scale", f"(the factor c) must be > 0, got {scale}")
         self.scale = float(scale)
 
     def base_draw(self, posterior, noise):
@@ -179,9 +182,9 @@ class DefensiveProposal(Proposal):
     name = "defensive"
     scores_posterior = True
 
-    def __init__(self, alpha: float = 0.1) -> None:
+    def __init__(self, alpha: float = option_defaults("proposal", "defensive")["alpha"]) -> None:
         if not 0 <= alpha <= 1:
-            raise ConfigError(f"proposal.alpha must be in [0, 1], got {alpha}")
+            raise SettingError("alpha", f"must be in [0, 1], got {alpha}")
         self.alpha = float(alpha)
 
     def noise_dims(self, model, posterior):

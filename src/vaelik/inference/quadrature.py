@@ -31,17 +31,19 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any
 
 import torch
 
-from vaelik.errors import ConfigError, UnsupportedCombinationError
+from vaelik.config import option_defaults
+from vaelik.errors import SettingError, UnsupportedCombinationError
 from vaelik.inference.diagnostics import log_mean_exp, log_weight_variance, normalized_ess
-from vaelik.inference.estimators import Estimate, LogWeightEstimator
+from vaelik.inference.estimators import Estimate, EstimationPlan, LogWeightEstimator
 from vaelik.inference.log_weights import check_finite, check_positive
 from vaelik.inference.proposals import Proposal
-from vaelik.models.vae import VAE
 
 MAX_LATENT_DIM = 2
+_QUADRATURE = option_defaults("estimator", "quadrature")
 
 
 class UniformBox(Proposal):
@@ -53,7 +55,7 @@ class UniformBox(Proposal):
     def __init__(self, bound: float) -> None:
         self.bound = float(bound)
 
-    def check(self, model: VAE, needs_log_prob: bool = False) -> None:
+    def check(self, model: Any, needs_log_prob: bool = False) -> None:
         """Defined for every model: it scores latents by their position alone."""
 
     def noise_dims(self, model, posterior):
@@ -109,39 +111,39 @@ class Quadrature(LogWeightEstimator):
 
     def __init__(
         self,
-        points: int = 400,
-        bound: float = 6.0,
-        tolerance: float = 0.01,
-        chunk_size: int | None = None,
+        points: int = _QUADRATURE["points"],
+        bound: float = _QUADRATURE["bound"],
+        tolerance: float = _QUADRATURE["tolerance"],
+        chunk_size: int | None = _QUADRATURE["chunk_size"],
         seed: int = 0,
-        name: str = "quadrature",
+        name: str = _QUADRATURE["name"],
     ) -> None:
-        self.points = check_positive("estimator.points", points)
+        self.points = check_positive("points", points)
         if self.points < 4 or self.points % 2:
-            raise ConfigError(f"estimator.points must be even and >= 4, got {points}")
+            raise SettingError("points", f"must be even and >= 4, got {points}")
         if not bound > 0:
-            raise ConfigError(f"estimator.bound must be > 0, got {bound}")
+            raise SettingError("bound", f"must be > 0, got {bound}")
         if not tolerance > 0:
-            raise ConfigError(f"estimator.tolerance must be > 0 nats, got {tolerance}")
+            raise SettingError("tolerance", f"must be > 0 nats, got {tolerance}")
         self.bound = float(bound)
         self.tolerance = float(tolerance)
         super().__init__(self.points, chunk_size, seed, name, UniformBox(self.bound))
 
-    def check(self, model: VAE, proposal: Proposal) -> None:
-        """Refuse latents of more than 2 dimensions; K becomes the number of cells."""
+    def draws_for(self, model: Any) -> int:
+        """K = points^L cells; latents of more than 2 dimensions are refused."""
         if model.latent_dim > MAX_LATENT_DIM:
             raise UnsupportedCombinationError(
                 f"estimator=quadrature integrates over a grid of the latent space, which is "
                 f"feasible for 1 or 2 latent dimensions; this model has {model.latent_dim}. "
                 "Use estimator=importance or estimator=ais"
             )
-        self.num_samples = self.points**model.latent_dim
+        return self.points**model.latent_dim
 
     def log_weights(
-        self, model: VAE, x: torch.Tensor, index: torch.Tensor, proposal: Proposal
+        self, plan: EstimationPlan, x: torch.Tensor, index: torch.Tensor
     ) -> torch.Tensor:
         """log p(x, z_j) + L log 2b at every cell centre: ``[G, B]`` float64."""
-        self.check(model, proposal)
+        model = plan.model
         dims = model.latent_dim
         centres = cell_centres(self.points, self.bound, dims).to(x.device)
         batch = x.shape[0]
@@ -163,14 +165,13 @@ class Quadrature(LogWeightEstimator):
         ring_share = torch.exp(torch.logsumexp(log_w[ring.to(log_w.device)], dim=0) - full)
         return (full - coarse).abs() + ring_share
 
-    def __call__(
-        self, model: VAE, x: torch.Tensor, index: torch.Tensor, proposal: Proposal
-    ) -> Estimate:
-        log_w = self.log_weights(model, x, index, proposal)
+    def estimate(self, plan: EstimationPlan, x: torch.Tensor, index: torch.Tensor) -> Estimate:
+        log_w = self.log_weights(plan, x, index)
         log_px = log_mean_exp(log_w)
-        grid_error = self.grid_error(log_w, model.latent_dim)
+        grid_error = self.grid_error(log_w, plan.model.latent_dim)
         estimate = Estimate(
             log_px=log_px,
+            mc_stderr=torch.full_like(log_px, math.nan),  # deterministic: grid_error instead
             ess=normalized_ess(log_w),
             log_weight_var=log_weight_variance(log_w),
             khat=torch.full_like(log_px, math.nan),  # a lattice is not a sample: no PSIS fit

@@ -86,11 +86,12 @@ class TanhMLP(nn.Sequential):
 
 
 @contextmanager
-def folded_networks(module: nn.Module) -> Iterator[None]:
+def folded_networks(module: object) -> Iterator[None]:
     """Within the block, the tanh MLPs of ``module`` run folded (see the module docstring); the
     parameters must not change inside it. The folded copies are dropped at its end; networks
     that do not alternate linear and tanh layers run their layers."""
-    networks = [m for m in module.modules() if isinstance(m, TanhMLP) and m.alternates()]
+    modules = module.modules() if isinstance(module, nn.Module) else ()  # a model of any kind
+    networks = [m for m in modules if isinstance(m, TanhMLP) and m.alternates()]
     for network in networks:
         network._folding, network._folded = True, None
     try:

@@ -53,6 +53,11 @@ class VAE(nn.Module):
     def latent_dim(self) -> int:
         return self.guide.latent_dim
 
+    @property
+    def can_score(self) -> bool:
+        """Whether the posterior scores latents it did not draw (False for IAF)."""
+        return self.guide.can_score
+
     def posterior(self, x: torch.Tensor) -> Posterior:
         """q(z|x) for a batch ``x [B, C, H, W]``."""
         return self.guide(x * self.input_scale)

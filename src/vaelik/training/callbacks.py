@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
 
 from vaelik.data.datamodule import example_indices
-from vaelik.errors import ConfigError
-from vaelik.evaluation.convergence import convergence_rows, plot_convergence
-from vaelik.evaluation.distributed import gather_results, shard
-from vaelik.evaluation.runner import estimate_examples
-from vaelik.inference.log_weights import check_positive
+from vaelik.errors import ConfigError, SettingError
+from vaelik.evaluation.convergence import convergence
+from vaelik.evaluation.estimate import estimate
 from vaelik.training.images import image_grid, log_figure_file, log_grid, log_histograms
 
 
@@ -67,8 +64,10 @@ class LogLikelihoodCallback(pl.Callback):
         if num_examples is not None and num_examples < 1:
             raise ConfigError(f"num_examples must be >= 1 or null, got {num_examples}")
         if num_samples is not None:
-            estimator = copy.copy(estimator)
-            estimator.num_samples = check_positive("num_samples (K)", num_samples)
+            try:
+                estimator = estimator.replace(num_samples=num_samples)
+            except SettingError as error:
+                raise error.under("callbacks.log_likelihood") from None
         self.estimator = estimator
         self.proposal = proposal
         self.num_examples = num_examples
@@ -78,28 +77,25 @@ class LogLikelihoodCallback(pl.Callback):
         self.output_dir = Path(output_dir) if output_dir else None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self.estimator.check(pl_module.model, self.proposal)
+        self.estimator.bind(pl_module.model, self.proposal)  # an impossible choice fails now
 
     def _log_convergence(self, trainer, pl_module, dataset, indices: list[int]) -> None:
         """At the last epoch: mean log p(x) against K (nested draws, one pass), as
         ``convergence.png`` in the run directory and an image for the loggers."""
         k_max = self.estimator.num_samples
-        rows = convergence_rows(
+        table = convergence(
             pl_module.model,
             dataset,
-            indices,
-            self.estimator,
-            self.proposal,
-            sorted({k for k in self.convergence_ks if k < k_max} | {k_max}),
-            self.batch_size,
-            pl_module.device,
-            trainer.datamodule.num_dims,
+            ks=sorted({k for k in self.convergence_ks if k < k_max} | {k_max}),
+            estimators=[self.estimator],
+            proposals=[self.proposal],
+            batch_size=self.batch_size,
+            examples=indices,
+            device=pl_module.device,
         )
         if trainer.is_global_zero and self.output_dir is not None:
             path = self.output_dir / "convergence.png"
-            plot_convergence(
-                rows, path, f"validation, {len(indices)} examples, epoch {trainer.current_epoch}"
-            )
+            table.plot(path, f"validation, {len(indices)} examples, epoch {trainer.current_epoch}")
             log_figure_file(trainer, "val/convergence", path)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -107,16 +103,16 @@ class LogLikelihoodCallback(pl.Callback):
             return
         dataset = trainer.datamodule.dataset("val")
         indices = example_indices(dataset, self.num_examples)
-        local = estimate_examples(
+        # every example once, whatever the number of processes (each estimates its share)
+        results = estimate(
             pl_module.model,
             dataset,
-            self.estimator,
-            self.proposal,
-            shard(indices),
-            self.batch_size,
-            pl_module.device,
-        )
-        results = gather_results(local)  # every example once, whatever the number of processes
+            estimator=self.estimator,
+            proposal=self.proposal,
+            batch_size=self.batch_size,
+            examples=indices,
+            device=pl_module.device,
+        ).results
         log_histograms(trainer, {"val/log_px_hist": results.log_px, "val/ess_hist": results.ess})
         if _last_epoch(trainer) and self.convergence_ks:
             self._log_convergence(trainer, pl_module, dataset, indices)

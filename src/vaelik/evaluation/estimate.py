@@ -1,0 +1,300 @@
+"""``vaelik.estimate``: per-example log p(x) of any model on any data, with its diagnostics.
+
+This is the one place where a data set is estimated. The commands (``vaelik-eval``,
+``-convergence``, ``-results``, ``-bdmc``) and the training callback call it; a user calls it on
+their own model::
+
+    estimates = vaelik.estimate(model, x_test, estimator="ais", num_samples=16)
+    print(estimates.summary["log_px_mean"], estimates.summary["bpd"])
+    estimates.write("results/")  # per_example.csv and summary.json, as vaelik-eval writes
+
+Examples keep their index in the data set as the key of their random stream, so the numbers do
+not depend on the batch size or on which examples are estimated with them. Under a process
+group (torchrun, Lightning's DDP) each process estimates a disjoint share and every process gets
+all the results.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from vaelik.errors import ConfigError
+from vaelik.evaluation.distributed import gather_results, shard, world
+from vaelik.evaluation.examples import chosen_indices, event_dims, indexed_examples
+from vaelik.evaluation.results import PerExampleResults
+from vaelik.inference.choices import make_estimator, make_proposal
+from vaelik.inference.estimators import Estimate, EstimationPlan, LogWeightEstimator
+from vaelik.inference.proposals import Proposal
+from vaelik.models.contract import check_measurable
+from vaelik.progress import example_progress
+
+#: examples per call when neither the call nor a DataLoader says
+DEFAULT_BATCH = 100
+
+EstimatorChoice = str | LogWeightEstimator
+ProposalChoice = str | Proposal
+
+
+@dataclass
+class Estimates:
+    """Per-example estimates over a data set and their summary.
+
+    Attributes:
+        results: per example ``[N]``, in index order: ``index``, ``log_px`` (nats),
+            ``mc_stderr`` (its Monte Carlo standard error, delta method; NaN for K = 1 or a
+            grid rule), ``ess`` (normalised), ``log_weight_var``, ``khat`` (PSIS; NaN for
+            K < 25 or a grid rule), ``grid_error`` (a grid rule's check; NaN otherwise),
+            ``flagged`` (1 where the estimate's own check says not to trust it).
+        summary: mean log p(x) +- its standard error over examples, bits/dim, the diagnostics'
+            summaries, the estimator, the proposal or AIS start really used, K, seconds.
+    """
+
+    results: PerExampleResults
+    summary: dict[str, Any]
+
+    @property
+    def log_px(self) -> torch.Tensor:
+        """Per-example log p(x) estimates ``[N]`` (float64, nats)."""
+        return self.results.log_px
+
+    def rows(self) -> list[dict[str, float | int]]:
+        """One dict per example, the columns of ``per_example.csv``."""
+        return self.results.rows()
+
+    def to_numpy(self) -> dict[str, np.ndarray]:
+        """Every per-example column as a numpy array ``[N]``."""
+        return self.results.to_numpy()
+
+    def write(self, folder: str | Path) -> Path:
+        """Write ``per_example.csv`` and ``summary.json`` into ``folder`` (made if needed)."""
+        return write_results(Path(folder), self.results, self.summary)
+
+
+def write_results(output_dir: Path, results: PerExampleResults, summary: dict[str, Any]) -> Path:
+    """``per_example.csv`` (index, log_px, mc_stderr, ess, log_weight_var, khat, a grid rule's
+    grid_error, flagged) and ``summary.json`` in ``output_dir``."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    rows = results.rows()
+    with open(output_dir / "per_example.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["index"])
+        writer.writeheader()
+        writer.writerows(rows)
+    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return output_dir
+
+
+def pick_device(name: str | torch.device | None, model: Any = None) -> torch.device:
+    """``None``: the device of the model's parameters (CPU for a model without any); ``auto``:
+    this process's CUDA device when available, else CPU; any other name as given."""
+    if name is None:
+        parameters = getattr(model, "parameters", None)
+        first = next(iter(parameters()), None) if callable(parameters) else None
+        return first.device if first is not None else torch.device("cpu")
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def chosen_estimator(
+    estimator: EstimatorChoice, num_samples: int | None = None, seed: int | None = None
+) -> LogWeightEstimator:
+    """``estimator`` by name (:func:`~vaelik.inference.choices.make_estimator`) or as built,
+    with K and the seed replaced where given."""
+    changes = {
+        key: value
+        for key, value in (("num_samples", num_samples), ("seed", seed))
+        if value is not None
+    }
+    if isinstance(estimator, str):
+        return make_estimator(estimator, **changes)
+    if not isinstance(estimator, LogWeightEstimator):
+        raise ConfigError(
+            f"estimator must be a name (importance, ais, prior, quadrature) or an estimator "
+            f"object, got {type(estimator).__name__}"
+        )
+    return estimator.replace(**changes) if changes else estimator
+
+
+def chosen_proposal(proposal: ProposalChoice) -> Proposal:
+    """``proposal`` by name (:func:`~vaelik.inference.choices.make_proposal`) or as built."""
+    if isinstance(proposal, str):
+        return make_proposal(proposal)
+    if not isinstance(proposal, Proposal):
+        raise ConfigError(
+            f"proposal must be a name (encoder, prior, student_t, inflated, defensive) or a "
+            f"proposal object, got {type(proposal).__name__}"
+        )
+    return proposal
+
+
+def share_note(size: int) -> str:
+    """What a progress bar on the first of ``size`` processes counts: its own share."""
+    return f" (this process's share of {size})" if size > 1 else ""
+
+
+def visit_batches(
+    model: Any,
+    dataset: Dataset,
+    indices: Sequence[int],
+    batch_size: int,
+    device: torch.device,
+    visit: Callable[[torch.Tensor, torch.Tensor], None],
+    progress: bool = False,
+    label: str = "log p(x)",
+) -> None:
+    """Call ``visit(x [b, ...], index [b])`` on this process's share of the examples
+    ``indices`` of ``dataset`` (items ``(x, index)``), batch by batch, with the model in eval
+    mode (restored after) and, with ``progress``, a bar over examples on the first process."""
+    was_training = getattr(model, "training", None)
+    if was_training is not None:
+        model.eval()
+    rank, size = world()
+    local = shard(indices)
+    try:
+        with example_progress(len(local), label + share_note(size), progress and rank == 0) as (
+            advance
+        ):
+            for x, index in DataLoader(Subset(dataset, local), batch_size=batch_size):
+                index = torch.as_tensor(index)
+                visit(x.to(device), index)
+                advance(len(index))
+    finally:
+        if was_training is not None:
+            model.train(was_training)
+
+
+def run_plan(
+    plan: EstimationPlan,
+    dataset: Dataset,
+    indices: Sequence[int],
+    batch_size: int,
+    device: torch.device,
+    progress: bool = False,
+    description: str | None = None,
+) -> PerExampleResults:
+    """Estimate the examples ``indices`` of ``dataset`` with ``plan``: each process its share,
+    then every result on every process, sorted by index."""
+    parts: list[tuple[torch.Tensor, Estimate]] = []
+    visit_batches(
+        plan.model,
+        dataset,
+        indices,
+        batch_size,
+        device,
+        lambda x, index: parts.append((index, plan.estimate(x, index))),
+        progress,
+        description or plan.label,
+    )
+    return gather_results(PerExampleResults.concatenate(parts))
+
+
+@dataclass(frozen=True)
+class Examples:
+    """The examples to estimate, resolved from a public call's arguments: items ``(x,
+    index)``, the indices chosen, the batch size and the device."""
+
+    dataset: Dataset
+    indices: list[int]
+    batch_size: int
+    device: torch.device
+
+    @classmethod
+    def of(
+        cls,
+        model: Any,
+        data: Any,
+        examples: int | Sequence[int] | None,
+        batch_size: int | None,
+        device: str | torch.device | None,
+    ) -> Examples:
+        dataset, loader_batch = indexed_examples(data)
+        size = batch_size or loader_batch or DEFAULT_BATCH
+        if size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {size}")
+        indices = chosen_indices(len(dataset), examples)
+        return cls(dataset, indices, size, pick_device(device, model))
+
+    def arguments(self) -> tuple[Dataset, list[int], int, torch.device]:
+        return self.dataset, self.indices, self.batch_size, self.device
+
+
+def estimate(
+    model: Any,
+    data: Any,
+    *,
+    estimator: EstimatorChoice = "importance",
+    proposal: ProposalChoice = "encoder",
+    num_samples: int | None = None,
+    batch_size: int | None = None,
+    examples: int | Sequence[int] | None = None,
+    device: str | torch.device | None = None,
+    seed: int | None = None,
+    progress: bool = False,
+) -> Estimates:
+    """Estimate log p(x) of every example of ``data`` under ``model``.
+
+    Args:
+        model: any object meeting :class:`~vaelik.models.contract.MeasurableModel` (vaelik's
+            own models, or one wrapped by :mod:`vaelik.adapters`).
+        data: a tensor ``[N, ...]``, a ``Dataset`` yielding ``x`` or ``(x, label)``, or a
+            ``DataLoader``.
+        estimator: ``importance``, ``ais``, ``prior`` (naive Monte Carlo), ``quadrature`` (1-
+            or 2-D latents), with the defaults of ``conf/estimator/``; or an estimator object.
+        proposal: ``encoder``, ``prior``, ``student_t``, ``inflated``, ``defensive``; or a
+            proposal object. AIS starts its chains from it (or from the prior, see
+            ``prior_share``); the summary names what was really used.
+        num_samples: K (draws or chains per example), replacing the estimator's.
+        batch_size: examples per call (default: the DataLoader's, else 100); never changes
+            the numbers.
+        examples: all (None), that many spread evenly over the data, or these indices.
+        device: where to compute (default: the model's parameters' device; ``auto``: CUDA
+            when available). The model must already be there.
+        seed: the seed mixed into every example's stream key (default: the estimator's, 0).
+        progress: a progress bar over examples on standard error.
+
+    Returns:
+        :class:`Estimates`: per-example values and the summary (``log_px_mean``,
+        ``log_px_stderr``, ``bpd``, ``ess_mean``, ``khat_*``, ``flagged_share``,
+        ``estimator``, ``proposal``, ``num_samples``, ``seconds``, ...).
+    """
+    check_measurable(model)
+    plan = chosen_estimator(estimator, num_samples, seed).bind(model, chosen_proposal(proposal))
+    examples_to_run = Examples.of(model, data, examples, batch_size, device)
+    return estimate_plan(plan, *examples_to_run.arguments(), progress)
+
+
+def estimate_plan(
+    plan: EstimationPlan,
+    dataset: Dataset,
+    indices: Sequence[int],
+    batch_size: int,
+    device: torch.device,
+    progress: bool = False,
+    description: str | None = None,
+) -> Estimates:
+    """:func:`run_plan` with its summary: the :class:`Estimates` of a resolved plan."""
+    start = time.perf_counter()
+    results = run_plan(plan, dataset, indices, batch_size, device, progress, description)
+    seconds = time.perf_counter() - start
+    summary = {
+        **results.summary(event_dims(dataset)),
+        **plan.describe(),
+        "seconds": seconds,
+        "samples_per_second": len(indices) * plan.num_samples / seconds,
+        "device": str(device),
+        "processes": world()[1],
+    }
+    return Estimates(results, summary)

@@ -1,0 +1,79 @@
+"""Estimators and proposals by the names the configs use, with the configs' defaults.
+
+``make_estimator("ais", num_steps=100)`` builds what ``estimator=ais estimator.num_steps=100``
+builds on the command line: the settings of ``conf/estimator/ais.yaml``, changed by the given
+ones. The configs are the one source of defaults (the classes read theirs from them too, see
+:func:`vaelik.config.option_defaults`). :func:`build` instantiates a config section and names
+the section in a bad setting's error (``ais.num_samples must be an integer >= 1``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from vaelik.config import option_config, option_names
+from vaelik.errors import ConfigError, SettingError, user_error_in
+from vaelik.inference.estimators import LogWeightEstimator
+from vaelik.inference.proposals import Proposal
+
+
+def build(node: Any, section: str = "", **settings: Any) -> Any:
+    """``instantiate(node, **settings)``; a user error raised by a constructor is raised as
+    itself (not wrapped by Hydra), a bad setting's named under ``section``."""
+    try:
+        return instantiate(node, **settings)
+    except Exception as error:
+        found = user_error_in(error)
+        if isinstance(found, SettingError):
+            raise found.under(section) from None
+        if found is not None:
+            raise found from None
+        raise
+
+
+def from_option(group: str, name: str, settings: dict[str, Any]) -> Any:
+    """The object of ``conf/<group>/<name>.yaml`` with ``settings`` replacing its own."""
+    config = option_config(group, name)
+    unknown = sorted(set(settings) - set(config) - {"seed"})
+    if unknown:
+        known = ", ".join(sorted(key for key in config if key != "_target_"))
+        raise ConfigError(
+            f"{group} {name!r} has no setting {unknown[0]!r}: its settings are {known or 'none'}"
+        )
+    if "seed" in config:
+        config["seed"] = settings.pop("seed", 0)
+    objects = {key: value for key, value in settings.items() if not is_plain(value)}
+    for key, value in settings.items():
+        if key not in objects:
+            config[key] = value
+    return build(OmegaConf.create(config), "", **objects)
+
+
+def is_plain(value: Any) -> bool:
+    """Whether ``value`` can be stored in a config (else it is passed to the constructor)."""
+    if isinstance(value, list | tuple):
+        return all(is_plain(item) for item in value)
+    return value is None or isinstance(value, bool | int | float | str)
+
+
+def make_estimator(name: str, **settings: Any) -> LogWeightEstimator:
+    """The estimator ``estimator=<name>`` builds (``importance``, ``ais``, ``prior``,
+    ``quadrature``), with ``settings`` replacing the config's (``seed`` 0 unless given)."""
+    return from_option("estimator", name, settings)
+
+
+def make_proposal(name: str, **settings: Any) -> Proposal:
+    """The proposal ``proposal=<name>`` builds (``encoder``, ``prior``, ``student_t``,
+    ``inflated``, ``defensive``), with ``settings`` replacing the config's."""
+    return from_option("proposal", name, settings)
+
+
+def estimator_names() -> list[str]:
+    return option_names("estimator")
+
+
+def proposal_names() -> list[str]:
+    return option_names("proposal")
