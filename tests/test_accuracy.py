@@ -12,8 +12,8 @@ import torch
 
 from vaelik.errors import ConfigError
 from vaelik.evaluation.accuracy import EvaluationRun, accuracy_row, accuracy_table
+from vaelik.evaluation.estimate import write_results
 from vaelik.evaluation.results import PerExampleResults
-from vaelik.evaluation.loading import write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,6 +25,7 @@ def write_run(folder: Path, index, log_px, flagged, estimator: str, seconds: flo
     results = PerExampleResults(
         index=torch.tensor(index),
         log_px=torch.tensor(log_px, dtype=torch.float64),
+        mc_stderr=nan,
         ess=torch.ones(n, dtype=torch.float64),
         log_weight_var=torch.zeros(n, dtype=torch.float64),
         khat=nan,

@@ -91,7 +91,7 @@ def test_the_default_starts_low_dimensional_chains_from_the_prior_and_finds_the_
     chains were all 2 nats low."""
     model, x, index, exact = two_modes
     estimator = AnnealedImportanceSampling()
-    assert isinstance(estimator.proposal_for(model, EncoderProposal()), PriorProposal)
+    assert isinstance(estimator.bind(model, EncoderProposal()).proposal, PriorProposal)
     error = estimator(model, x, index, EncoderProposal()).log_px - exact
     assert abs(error.mean()) < 0.1 and error.abs().max() < 0.5, error
 
@@ -112,21 +112,21 @@ def test_a_mixed_start_stays_exact_where_the_encoder_is_right():
 def test_the_start_is_stratified_and_named(two_modes):
     model = two_modes[0]
     estimator = ais(prior_share=0.3)
-    start = estimator.proposal_for(model, EncoderProposal())
+    start = estimator.bind(model, EncoderProposal()).proposal
     assert isinstance(start, StratifiedStart)
     assert (start.prior_chains, start.share) == (5, 5 / 16)
     assert start.name == "prior (5 of 16 chains) + encoder"
-    assert estimator.proposal_for(model, start) is start  # not wrapped twice
+    assert estimator.bind(model, start).proposal is start  # not wrapped twice
     # from the prior already: nothing to mix
-    assert isinstance(estimator.proposal_for(model, PriorProposal()), PriorProposal)
-    assert ais(prior_share=0).proposal_for(model, EncoderProposal()).name == "encoder"
-    assert ais(prior_share=1).proposal_for(model, EncoderProposal()).name == "prior"
+    assert isinstance(estimator.bind(model, PriorProposal()).proposal, PriorProposal)
+    assert ais(prior_share=0).bind(model, EncoderProposal()).proposal.name == "encoder"
+    assert ais(prior_share=1).bind(model, EncoderProposal()).proposal.name == "prior"
 
 
 def test_auto_starts_from_the_prior_up_to_two_dimensions_only():
     for latent_dim, start in [(1, "prior"), (2, "prior"), (3, "encoder"), (32, "encoder")]:
         model = linear_gaussian_vae(orthogonal_columns(40, latent_dim), torch.zeros(40), 0.7)
-        assert ais().proposal_for(model, EncoderProposal()).name == start, latent_dim
+        assert ais().bind(model, EncoderProposal()).proposal.name == start, latent_dim
 
 
 @pytest.mark.parametrize(
@@ -141,7 +141,7 @@ def test_auto_starts_from_the_prior_up_to_two_dimensions_only():
 )
 def test_accepted_prior_shares(two_modes, share, start):
     """As Hydra passes them from the command line: auto, an int, a float, a quoted number."""
-    assert ais(prior_share=share).proposal_for(two_modes[0], EncoderProposal()).name == start
+    assert ais(prior_share=share).bind(two_modes[0], EncoderProposal()).proposal.name == start
 
 
 @pytest.mark.parametrize("share", [-0.1, 1.5, "half", None, True])
@@ -153,7 +153,7 @@ def test_impossible_prior_shares_are_refused(share):
 def test_a_single_chain_starts_from_the_proposal(two_modes):
     """K = 1 (as in a convergence table's first column) cannot be split: no prior chain."""
     estimator = ais(prior_share=0.5, num_samples=1)
-    assert estimator.proposal_for(two_modes[0], EncoderProposal()).name == "encoder"
+    assert estimator.bind(two_modes[0], EncoderProposal()).proposal.name == "encoder"
 
 
 def test_a_nan_spread_or_grid_error_is_flagged_not_passed():

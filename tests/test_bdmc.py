@@ -34,7 +34,7 @@ def bounds(model, x, z, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     )  # the chains start from the poor encoder
     index = torch.arange(len(x))
     lower = ais(model, x, index, EncoderProposal()).log_px
-    upper = -log_mean_exp(ais.reverse_log_weights(model, x, index, z, EncoderProposal()))
+    upper = -log_mean_exp(ais.reverse_log_weights(ais.bind(model, EncoderProposal()), x, index, z))
     return lower, upper
 
 
@@ -55,7 +55,7 @@ def test_reverse_chains_use_their_own_noise(simulated):
     model, x, z, _ = simulated
     ais = AnnealedImportanceSampling(num_samples=2, num_steps=5, leapfrog_steps=2)
     index = torch.arange(4)
-    first = ais.reverse_log_weights(model, x[:4], index, z[:4], EncoderProposal())
-    again = ais.reverse_log_weights(model, x[:4], index, z[:4], EncoderProposal())
+    first = ais.reverse_log_weights(ais.bind(model, EncoderProposal()), x[:4], index, z[:4])
+    again = ais.reverse_log_weights(ais.bind(model, EncoderProposal()), x[:4], index, z[:4])
     torch.testing.assert_close(first, again)  # reproducible
     assert not torch.equal(first[0], first[1])  # chains from one start differ

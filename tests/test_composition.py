@@ -244,7 +244,7 @@ def test_every_proposal_and_estimator_runs_or_fails_before_any_work(
     expected = EXPECTED_FAILURES.get((posterior, estimator, proposal))
     if expected is None:
         try:
-            runner.check(vae, chosen)
+            runner.bind(vae, chosen)
         except UnsupportedCombinationError as error:
             pytest.fail(
                 f"estimator={estimator} proposal={proposal} posterior={posterior} model={model} "
@@ -254,7 +254,7 @@ def test_every_proposal_and_estimator_runs_or_fails_before_any_work(
         return
     calls = count_forward_calls(vae.guide, vae.decoder)
     with pytest.raises(UnsupportedCombinationError) as checked:
-        runner.check(vae, chosen)
+        runner.bind(vae, chosen)
     with pytest.raises(UnsupportedCombinationError) as estimated:
         runner(vae, x, index, chosen)
     assert calls == [], f"the guide or decoder ran before the error: {calls}"
@@ -303,8 +303,8 @@ def test_base_replacing_proposals_push_the_new_base_through_the_guide(posterior,
     # and with c = 1 the inflated proposal is the encoder, estimate for estimate
     estimator = ImportanceSampling(num_samples=8)
     torch.testing.assert_close(
-        estimator.log_weights(vae, x, index, InflatedProposal(scale=1.0)),
-        estimator.log_weights(vae, x, index, encoder),
+        estimator.bind(vae, InflatedProposal(scale=1.0)).log_weights(x, index),
+        estimator.bind(vae, encoder).log_weights(x, index),
     )
 
 
@@ -406,7 +406,7 @@ def test_convergence_checks_every_pair_before_estimating(tmp_path, monkeypatch, 
     )
     calls = []
     monkeypatch.setattr(
-        convergence_module, "convergence_rows", lambda *args, **kwargs: calls.append(args) or []
+        convergence_module, "plan_rows", lambda *args, **kwargs: calls.append(args) or []
     )
     output = run_cli_failing(
         convergence_cli.main,

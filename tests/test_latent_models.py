@@ -437,7 +437,7 @@ def test_untrained_iaf_is_the_diagonal_gaussian_guide(num_steps):
         models[1].decoder.load_state_dict(models[0].decoder.state_dict())
         index = torch.arange(x.shape[0])
         log_w = [
-            ImportanceSampling(num_samples=9).log_weights(m, x, index, EncoderProposal())
+            ImportanceSampling(num_samples=9).bind(m, EncoderProposal()).log_weights(x, index)
             for m in models
         ]
     torch.testing.assert_close(log_w[0], log_w[1], rtol=0, atol=1e-5)
@@ -727,7 +727,7 @@ def test_results_do_not_depend_on_chunks_or_batches(kind, proposal):
     k = 20
 
     def log_weights(estimator, rows=slice(None)):
-        return estimator.log_weights(model, x[rows], index[rows], proposal)
+        return estimator.bind(model, proposal).log_weights(x[rows], index[rows])
 
     reference = log_weights(ImportanceSampling(num_samples=k, chunk_size=10_000))
     for chunk_size in (1, 7, 100):

@@ -107,7 +107,7 @@ def test_a_box_that_cuts_off_the_posterior_is_reported():
 def test_more_than_two_latent_dimensions_are_refused():
     model = tiny_bernoulli_vae(latent_dim=3)
     with pytest.raises(UnsupportedCombinationError, match="estimator=importance or estimator=ais"):
-        Quadrature().check(model, EncoderProposal())
+        Quadrature().bind(model, EncoderProposal())
 
 
 @pytest.mark.parametrize(

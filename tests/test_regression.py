@@ -18,9 +18,9 @@ import pytest
 
 from conftest import run_cli
 from vaelik.cli import train
-from vaelik.evaluation.loading import estimate_examples, model_from_checkpoint
+from vaelik.evaluation.estimate import estimate
+from vaelik.evaluation.loading import model_from_checkpoint
 from vaelik.inference.estimators import ImportanceSampling
-from vaelik.inference.proposals import EncoderProposal
 
 BEFORE_REFACTOR = {
     "val/elbo": -250.9185791015625,
@@ -48,9 +48,9 @@ def test_default_model_gives_the_same_elbo_and_log_px_as_before_the_refactor(tmp
     run_cli(train.main, [*RUN, f"hydra.run.dir={tmp_path}"], monkeypatch)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     model, datamodule, _ = model_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
-    first_40 = estimate_examples(
-        model, datamodule.dataset("val"), ImportanceSampling(64), EncoderProposal(), range(40), 100
-    )
+    first_40 = estimate(
+        model, datamodule.dataset("val"), estimator=ImportanceSampling(64), examples=range(40)
+    ).results
     metrics["val/log_px"] = first_40.log_px.mean().item()
     for key, before in BEFORE_REFACTOR.items():
         assert metrics[key] == pytest.approx(before, rel=1e-5, abs=0), key

@@ -19,10 +19,10 @@ from vaelik.inference.choices import build
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Rebuild the model of ``cfg.ckpt_path``, estimate log p(x) on ``cfg.split`` with
     :func:`vaelik.estimate`, write ``per_example.csv`` and ``summary.json``."""
+    estimator, proposal = build(cfg.estimator, "estimator"), build(cfg.proposal, "proposal")
     model, datamodule = load_model(cfg)
     device = pick_device(cfg.device)
     model.to(device)
-    estimator, proposal = build(cfg.estimator, "estimator"), build(cfg.proposal, "proposal")
     estimator.bind(model, proposal)  # an impossible combination fails before any work
     dataset = datamodule.dataset(cfg.split)
     indices = example_indices(dataset, cfg.num_examples)

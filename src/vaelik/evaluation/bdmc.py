@@ -42,7 +42,8 @@ def simulate(
     model: Any, count: int, seed: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``count`` pairs from the model: latents ``z [N, L]`` ~ p(z) and data ``x [N, ...]``
-    ~ p(x|z), from a generator seeded with ``seed`` (the global one is left as it was)."""
+    ~ p(x|z) (shaped as ``model.data_shape`` where the model has one), from a generator seeded
+    with ``seed`` (the global one is left as it was)."""
     if not callable(getattr(model, "decode", None)):
         raise ModelContractError(
             f"{type(model).__name__} has no decode(z) -> p(x|z): BDMC simulates data from the "
@@ -53,7 +54,9 @@ def simulate(
         noise = torch.randn(count, model.prior.noise_dims, device=device)
         z = model.prior.sample(noise)
         x = model.decode(z).sample()
-    return z, x
+    # a wrapped model's likelihood sees examples as images; give them back as its data
+    data_shape = getattr(model, "data_shape", None)
+    return z, (x.reshape(count, *data_shape) if data_shape else x)
 
 
 def sandwich(

@@ -306,6 +306,8 @@ def replace_text(path: Path, text: str) -> None:
 def results_table(cfg: DictConfig) -> list[dict[str, Any]]:
     """Measure every checkpoint of ``cfg.checkpoints``; write and return the table's rows."""
     pairs = named_checkpoints(cfg.checkpoints)
+    build(cfg.importance, "importance")  # bad settings fail before any checkpoint is read
+    ais_with_start(cfg.ais, cfg.get("ais_start", "auto"))
     for _, path in pairs:  # a typo in the fifth path fails now, not after four evaluations
         read_checkpoint(path)
     output_dir = Path(cfg.paths.output_dir)
