@@ -19,10 +19,18 @@ GROUND = (  # import no other vaelik module but the ground
 )
 
 
-def layer_of(module: str) -> int:
-    """-1 for the ground modules, else the index of the module's layer in LAYERS."""
-    if module in GROUND or module == "vaelik":
+#: the public face: ``import vaelik`` (the API it exports) and the adapters, above every library
+#: layer and below the entry points
+PUBLIC = ("vaelik", "vaelik.adapters")
+
+
+def layer_of(module: str) -> float:
+    """-1 for the ground modules, else the index of the module's layer in LAYERS (the public
+    face between the last library layer and the entry points)."""
+    if module in GROUND:
         return -1
+    if module in PUBLIC:
+        return LAYERS.index("cli") - 0.5
     return LAYERS.index(module.split(".")[1])
 
 

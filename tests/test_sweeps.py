@@ -44,7 +44,7 @@ def test_a_user_error_in_one_job_fails_that_job_and_the_sweep_goes_on(
         monkeypatch,
         capsys,
     )
-    assert output.count("vaelik-train: error: estimator.num_samples (K) must be") == 1
+    assert output.count("vaelik-train: error: estimator.num_samples must be") == 1
     assert not (tmp_path / "0" / "metrics.json").exists()
     assert (tmp_path / "1" / "metrics.json").exists()  # the next job ran
 

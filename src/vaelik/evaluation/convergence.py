@@ -30,7 +30,7 @@ from vaelik.evaluation.estimate import (
     chosen_proposal,
     visit_batches,
 )
-from vaelik.evaluation.examples import event_dims
+from vaelik.evaluation.indexed_data import event_dims
 from vaelik.evaluation.results import PerExampleResults
 from vaelik.inference.estimators import Estimate, EstimationPlan
 from vaelik.inference.log_weights import check_positive

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from vaelik.errors import ConfigError
 from vaelik.evaluation.distributed import gather_results, shard, world
-from vaelik.evaluation.examples import chosen_indices, event_dims, indexed_examples
+from vaelik.evaluation.indexed_data import chosen_indices, event_dims, indexed_examples
 from vaelik.evaluation.results import PerExampleResults
 from vaelik.inference.choices import make_estimator, make_proposal
 from vaelik.inference.estimators import Estimate, EstimationPlan, LogWeightEstimator

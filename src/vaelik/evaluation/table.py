@@ -36,8 +36,8 @@ from vaelik.data.datamodule import evenly_spaced, example_indices
 from vaelik.errors import ConfigError
 from vaelik.evaluation.curves import last_value, read_curve, trend, write_curve
 from vaelik.evaluation.estimate import estimate, pick_device
-from vaelik.evaluation.examples import event_dims
 from vaelik.evaluation.formatting import figure, report_written, share_text
+from vaelik.evaluation.indexed_data import event_dims
 from vaelik.evaluation.loading import model_from_checkpoint
 from vaelik.evaluation.results import PerExampleResults
 from vaelik.inference.ais import AnnealedImportanceSampling

@@ -49,15 +49,10 @@ def default_chunk_size(device: torch.device) -> int:
 def check_positive(name: str, value: object) -> int:
     """Return ``value`` if it is an integer >= 1, else raise a :class:`SettingError` naming the
     setting ``name`` (the caller's own name for it; see :meth:`SettingError.under`)."""
-    whole = (
-        isinstance(value, numbers.Real)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value == int(value)
-    )
-    if not whole or value < 1:  # type: ignore[operator]
+    number = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else 0
+    if not (math.isfinite(number) and number == int(number) and number >= 1):
         raise SettingError(name, f"must be an integer >= 1, got {value!r}")
-    return int(value)  # type: ignore[arg-type]
+    return int(number)
 
 
 def check_finite(log_w: torch.Tensor, what: str = "importance log-weights") -> torch.Tensor:

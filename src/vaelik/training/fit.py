@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vaelik.checkpoint import load_weights, read_checkpoint
 from vaelik.evaluation.formatting import report_written
+from vaelik.inference.choices import build
 from vaelik.models.factory import build_model
 from vaelik.training.console import console_callbacks, quiet_lightning_tips
 from vaelik.training.lit_module import VAELitModule
@@ -41,6 +42,9 @@ def train(cfg: DictConfig) -> float | None:
 
     quiet_lightning_tips()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    for section in ("estimator", "proposal"):  # a bad setting is named before any work
+        if cfg.get(section) is not None:
+            build(cfg[section], section)
     datamodule = instantiate(cfg.data)
     model = build_model(cfg, datamodule.kind)
     # check first, write after: a missing, corrupt or mismatched checkpoint, or a checkpoint
