@@ -295,3 +295,45 @@ def test_own_model_classes_need_an_explicit_opt_in():
         check_trusted_config(config, "x.ckpt", trusted_packages=["mypack"])
     with pytest.raises(ConfigError, match="not a package name"):
         check_trusted_config(config, "x.ckpt", trusted_packages=["my package"])
+
+
+USER_MODULE = '''
+from vaelik.models.vae import VAE
+
+
+class MyVAE(VAE):
+    """A user's own model class: vaelik's VAE with a method of its own."""
+
+    def describe(self) -> str:
+        return "mine"
+'''
+
+
+def test_the_commands_measure_a_users_model_class_only_with_the_opt_in(
+    tmp_path, monkeypatch, capsys
+):
+    from conftest import run_cli
+    from test_composition import TINY_RUN
+    from vaelik.checkpoint import CONFIG_KEY
+    from vaelik.cli import train
+
+    run = tmp_path / "run"
+    run_cli(train.main, [*TINY_RUN, f"hydra.run.dir={run}"], monkeypatch)
+    (tmp_path / "usermodels.py").write_text(USER_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    raw = torch.load(run / "checkpoints/last.ckpt", weights_only=False)
+    raw[CONFIG_KEY]["model"]["_target_"] = "usermodels.MyVAE"
+    mine = tmp_path / "mine.ckpt"
+    torch.save(raw, mine)
+    common = [f"ckpt_path={mine}", "num_examples=4", "estimator.num_samples=8"]
+    refused = run_cli_failing(
+        evaluate_cli.main, [*common, f"hydra.run.dir={tmp_path}/no"], monkeypatch, capsys
+    )
+    assert "usermodels.MyVAE" in refused and "trusted_packages=[" in user_error(refused)
+    assert not (tmp_path / "no" / "summary.json").exists()
+    run_cli(
+        evaluate_cli.main,
+        [*common, "trusted_packages=[usermodels]", f"hydra.run.dir={tmp_path}/yes"],
+        monkeypatch,
+    )
+    assert '"num_examples": 4' in (tmp_path / "yes" / "summary.json").read_text()
