@@ -586,3 +586,37 @@ def test_progress_in_a_log_file_is_a_line_a_minute_and_one_at_the_end(capsys):
         r"IS, K=5000: 10/10 examples, 0:00:0\d, 0:00:00 left\n", capsys.readouterr().err
     )
     assert clock(3725.4) == "1:02:05" and clock(float("nan")) == "?"
+
+
+@pytest.mark.parametrize(
+    ("mistake", "message"),
+    [
+        (["estimator.num_samples=abc"], "estimator.num_samples must be an integer >= 1, got 'abc'"),
+        (["optim.optimizer.lr=-1"], "optim.optimizer.lr must be a number > 0, got -1"),
+        (["optim.optimizer.lr=fast"], "optim.optimizer.lr must be a number > 0, got 'fast'"),
+        (["latent_dim=0"], "latent_dim must be an integer >= 1, got 0"),
+        (
+            ["hydra.run.dir={file}/run"],
+            "hydra.run.dir={file}/run: {file} is a file, not a folder, so the run folder cannot "
+            "be made there: choose another hydra.run.dir",
+        ),
+    ],
+)
+def test_a_mistake_is_one_line_and_exit_status_2(mistake, message, tmp_path, monkeypatch, capsys):
+    """Each of these once ended in Hydra's or torch's traceback (or a warning before the
+    message): now vaelik's one line, exit status 2, before any data is read or run written."""
+    file = tmp_path / "a_file"
+    file.write_text("not a folder")
+    argv = [item.format(file=file) for item in mistake]
+    if not any(item.startswith("hydra.run.dir") for item in argv):
+        argv.append(f"hydra.run.dir={tmp_path}/run")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        run_cli(train.main, ["debug=fast", *argv], monkeypatch)
+    printed = capsys.readouterr()
+    assert stopped.value.code == USER_ERROR_EXIT == 2
+    assert (
+        user_error(printed.err + printed.out) == f"vaelik-train: error: {message.format(file=file)}"
+    )
+    assert "Warning" not in printed.err + printed.out
+    assert not (tmp_path / "run" / "config.yaml").exists()

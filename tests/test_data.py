@@ -191,3 +191,24 @@ def test_a_limited_number_of_examples_is_spread_over_the_split(total, limit, exp
     dataset = torch.utils.data.TensorDataset(torch.zeros(total))
     assert example_indices(dataset, limit) == expected
     assert evenly_spaced([5, 7, 9, 11], 2) == [5, 9]  # a subset of a subset
+
+
+def test_a_known_file_from_a_mirror_must_hold_the_published_bytes(tmp_path):
+    """A file:// copy with the right name but other bytes fails the sha256 check, whose message
+    names both digests, and leaves nothing behind; the same bytes as published pass."""
+    rng = np.random.default_rng(3)
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    write_amat(mirror / "binarized_mnist_test.amat", rng.integers(0, 2, (3, 784)))
+    tampered = (mirror / "binarized_mnist_test.amat").read_bytes()
+    digest = __import__("hashlib").sha256(tampered).hexdigest()
+    source = BinarizedMNIST(str(tmp_path / "data"), base_url=mirror.as_uri())
+    with pytest.raises(
+        DataNotFoundError,
+        match=f"sha256 {digest}, expected {bm.SHA256['binarized_mnist_test.amat']}",
+    ):
+        source.load("test")
+    assert not list((tmp_path / "data" / "BinarizedMNIST").glob("*"))
+    with pytest.MonkeyPatch.context() as patch:  # a mirror of the (here: tampered) published file
+        patch.setitem(bm.SHA256, "binarized_mnist_test.amat", digest)
+        assert source.load("test").shape == (3, 1, 28, 28)

@@ -7,6 +7,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 import hydra
@@ -15,7 +16,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from vaelik.config import config_dir
-from vaelik.errors import VaelikError, user_error_in
+from vaelik.errors import ConfigError, VaelikError, user_error_in
 
 #: exit status of a command stopped by a user error (Hydra's own errors exit with 1)
 USER_ERROR_EXIT = 2
@@ -33,6 +34,7 @@ def run_hydra_app(
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     command = f"vaelik-{config_name}"
     try:
+        check_output_folders(sys.argv[1:])
         path = config_path or config_dir()
     except VaelikError as error:
         if full_traceback_wanted():
@@ -41,6 +43,25 @@ def run_hydra_app(
     return hydra.main(version_base="1.3", config_path=path, config_name=config_name)(
         reporting_user_errors(task, command)
     )()
+
+
+#: the command-line keys that name folders Hydra creates before the task runs
+OUTPUT_FOLDER_KEYS = ("hydra.run.dir", "hydra.sweep.dir")
+
+
+def check_output_folders(arguments: list[str]) -> None:
+    """Raise a ConfigError where a run or sweep folder given on the command line cannot be made
+    because one of its parents is a file (Hydra would fail with its own traceback)."""
+    for argument in arguments:
+        key, _, value = argument.partition("=")
+        if key.lstrip("+") not in OUTPUT_FOLDER_KEYS or not value or "${" in value:
+            continue
+        for parent in [Path(value), *Path(value).parents]:
+            if parent.exists() and not parent.is_dir():
+                raise ConfigError(
+                    f"{key}={value}: {parent} is a file, not a folder, so the run folder cannot "
+                    f"be made there: choose another {key}"
+                )
 
 
 def reporting_user_errors(

@@ -59,7 +59,8 @@ def parse_amat(path: Path) -> np.ndarray:
 
 
 def download_verified(url: str, destination: Path, sha256: str | None, timeout: float = 60) -> None:
-    """Download ``url`` to ``destination`` via a temporary file, checking its sha256 if given."""
+    """Download ``url`` to ``destination`` via a temporary file, checking its sha256 if given; a
+    mismatch deletes the temporary file and names both digests."""
     destination.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=destination.parent, delete=False) as tmp:
         try:
@@ -104,7 +105,9 @@ class BinarizedMNIST:
                 "BinarizedMNIST/, or allow the download with data.source.download=true."
             )
         try:
-            download_verified(url, path, SHA256.get(name) if self.base_url == BASE_URL else None)
+            # a known file is checked whatever the URL: a mirror or a file:// copy must hold the
+            # published bytes
+            download_verified(url, path, SHA256.get(name))
         except OSError as error:
             raise DataNotFoundError(
                 f"{path.resolve()} does not exist and downloading {url} failed ({error}). On a "

@@ -19,8 +19,10 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Timer
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vaelik.checkpoint import load_weights, read_checkpoint
+from vaelik.errors import SettingError
 from vaelik.evaluation.formatting import report_written
 from vaelik.inference.choices import build
+from vaelik.inference.log_weights import check_positive
 from vaelik.models.factory import build_model
 from vaelik.training.console import console_callbacks, quiet_lightning_tips
 from vaelik.training.lit_module import VAELitModule
@@ -45,6 +47,9 @@ def train(cfg: DictConfig) -> float | None:
     for section in ("estimator", "proposal"):  # a bad setting is named before any work
         if cfg.get(section) is not None:
             build(cfg[section], section)
+    check_optimizer(cfg.optim.optimizer)
+    if "latent_dim" in cfg:  # before any network is built with it
+        check_positive("latent_dim", cfg.latent_dim)
     datamodule = instantiate(cfg.data)
     model = build_model(cfg, datamodule.kind)
     # check first, write after: a missing, corrupt or mismatched checkpoint, or a checkpoint
@@ -132,6 +137,36 @@ def compare_with_uniform(final: dict[str, Any], data_kind: str) -> dict[str, Any
             uniform,
         )
     return {"uniform_bpd": uniform, "worse_than_uniform": worse}
+
+
+#: optimiser settings and the values they may take (checked before training)
+OPTIMIZER_RULES = {
+    "lr": ("a number > 0", lambda v: v > 0),
+    "weight_decay": ("a number >= 0", lambda v: v >= 0),
+    "eps": ("a number > 0", lambda v: v > 0),
+    "momentum": ("a number >= 0", lambda v: v >= 0),
+}
+
+
+def check_optimizer(node: DictConfig) -> None:
+    """Fail before training, naming the key, where ``optim.optimizer`` holds a value torch
+    would refuse only at the first step or with its own traceback (a negative or non-numeric
+    lr, weight decay, eps or momentum; betas outside [0, 1))."""
+    for key, (what, allowed) in OPTIMIZER_RULES.items():
+        value = node.get(key)
+        if value is None:
+            continue
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or not math.isfinite(value) or not allowed(value):
+            raise SettingError(f"optim.optimizer.{key}", f"must be {what}, got {value!r}")
+    betas = node.get("betas")
+    if betas is not None and not (
+        len(betas) == 2
+        and all(
+            isinstance(b, int | float) and not isinstance(b, bool) and 0 <= b < 1 for b in betas
+        )
+    ):
+        raise SettingError("optim.optimizer.betas", f"must be two numbers in [0, 1), got {betas}")
 
 
 def optimizer_factory(cfg: DictConfig):
