@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 
 from conftest import compose_config
 from vaelik.checkpoint import CONFIG_KEY, CheckpointError, load_weights, read_checkpoint
+from vaelik.errors import ConfigError, DataNotFoundError
 from vaelik.evaluation.loading import model_from_checkpoint
 from vaelik.models.factory import build_model
 
@@ -136,3 +137,72 @@ def test_a_checkpoint_with_nan_weights_names_them_and_the_fix(saved):
     torch.save(raw, path)
     with pytest.raises(CheckpointError, match=rf"NaN or infinite weights \({name[6:]}.*lower"):
         read_checkpoint(path)
+
+
+def write_crafted(path, config, change) -> None:
+    """Rewrite the checkpoint at ``path`` with ``change(config copy)`` as its stored config."""
+    crafted = copy.deepcopy(config)
+    change(crafted)
+    raw = torch.load(path, weights_only=True)
+    raw[CONFIG_KEY] = crafted
+    torch.save(raw, path)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        {"_target_": "vaelik.data.BinarizedMNIST"},
+        {"_target_": "vaelik.data.MNIST", "val_size": 10},
+        {"_target_": "vaelik.data.FashionMNIST", "val_size": 10},
+        {"_target_": "vaelik.data.CIFAR10", "val_size": 10},
+        {"_target_": "vaelik.data.SVHN", "val_size": 10},
+    ],
+    ids=lambda source: source["_target_"].rsplit(".", 1)[1],
+)
+def test_a_checkpoint_never_chooses_where_vaelik_writes_or_what_it_downloads(
+    saved, tmp_path, capsys, source
+):
+    """A stored data folder, download switch and mirror URL: the folder is only read (here it
+    does not exist, so the data is missing), the switch and URL are ignored and named, and
+    nothing is created: not the folder, not a download."""
+    path, _, config = saved
+    marker = tmp_path / "marker"
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "binarized_mnist_test.amat").write_text("0 " * 783 + "0\n")
+    stored = {
+        **source,
+        "data_dir": str(marker / "planted"),
+        "download": True,
+        **({"base_url": mirror.as_uri()} if "Binarized" in source["_target_"] else {}),
+    }
+    write_crafted(path, config, lambda crafted: crafted["data"].update(source=stored))
+    _, datamodule, _ = model_from_checkpoint(path)
+    assert "ignored the checkpoint's data.source.download=True" in capsys.readouterr().err
+    with pytest.raises(DataNotFoundError, match="downloading is off"):
+        datamodule.dataset("test")
+    assert not marker.exists()
+    # the user may ask for the download, into a folder they name (here it cannot succeed: no
+    # network), never into the checkpoint's
+    with pytest.raises(ConfigError, match="download=true needs data_dir"):
+        model_from_checkpoint(path, download=True)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["data.source", "data", "model.guide", "model.decoder", "likelihood"],
+)
+def test_a_setting_outside_a_class_schema_is_refused_by_its_key(saved, tmp_path, where):
+    path, _, config = saved
+
+    def plant(crafted):
+        node = crafted
+        for key in where.split("."):
+            node = node[key]
+        node["cache_dir"] = str(tmp_path / "planted")
+
+    write_crafted(path, config, plant)
+    with pytest.raises(CheckpointError, match=f"sets {where}.cache_dir, which .* does not take"):
+        model_from_checkpoint(path)
+    assert not (tmp_path / "planted").exists()

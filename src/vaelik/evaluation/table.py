@@ -107,7 +107,10 @@ def measure(name: str, path: Path, cfg: DictConfig) -> dict[str, Any]:
     run gave there. ``eval_seconds`` is then the earlier IS time plus the new AIS time.
     """
     model, datamodule, checkpoint = model_from_checkpoint(
-        path, cfg.get("data_dir"), list(cfg.get("trusted_packages") or ())
+        path,
+        cfg.get("data_dir"),
+        list(cfg.get("trusted_packages") or ()),
+        bool(cfg.get("download", False)),
     )
     device = pick_device(cfg.device)
     model.to(device)

@@ -15,6 +15,7 @@ folders.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import inspect
 from collections.abc import Iterator, Mapping, Sequence
@@ -109,3 +110,63 @@ def check_trusted_config(
                 "vaelik-train or from yourself; for your own model classes, opt in on the "
                 "command line with trusted_packages=[their top-level package]."
             )
+    check_schema(config, path, trusted_packages)
+
+
+#: settings of a data source that decide whether and from where vaelik downloads (and so
+#: writes): never taken from a checkpoint; the command line decides (``download=true``)
+WRITE_SETTINGS = ("download", "base_url")
+#: Hydra's own keys a stored config may hold (``_args_`` would pass unnamed arguments: refused)
+HYDRA_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_")
+
+
+def target_class(target: str) -> type:
+    """The class a vetted ``_target_`` names (vaelik's own, or a trusted package's)."""
+    module_name, _, class_name = target.rpartition(".")
+    found = getattr(importlib.import_module(module_name), class_name)
+    assert inspect.isclass(found), target
+    return found
+
+
+def check_schema(config: Mapping[str, Any], path: object, trusted_packages: Sequence[str]) -> None:
+    """Raise ``CheckpointError`` naming the key where a stored ``_target_`` node carries a
+    setting its class does not take (its constructor's parameters are its schema). Classes of
+    ``trusted_packages`` are the user's own and are not checked."""
+    for section in SECTIONS:
+        for where, node in nodes(config.get(section), section):
+            target = node.get("_target_") if isinstance(node, Mapping) else None
+            if not isinstance(target, str) or in_packages(target, trusted_packages):
+                continue
+            parameters = inspect.signature(target_class(target)).parameters
+            if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+                continue
+            allowed = set(parameters) | set(HYDRA_KEYS)
+            for key in node:
+                if key not in allowed:
+                    raise CheckpointError(
+                        f"{path}: its stored config sets {where}.{key}, which {target} does not "
+                        "take, so this checkpoint was altered or comes from another program; it "
+                        "is not built. Use only checkpoints from vaelik-train."
+                    )
+
+
+def without_write_settings(
+    config: dict[str, Any], download: bool = False
+) -> tuple[dict[str, Any], list[str]]:
+    """A copy of ``config`` whose data source downloads nothing and from nowhere the checkpoint
+    chose: its stored ``download`` and ``base_url`` are dropped (the class's own mirror, always
+    checked against the published digests) and ``download`` is ``download``, the command line's
+    choice. Also returns what was ignored, as ``key=value`` texts."""
+    cleaned = copy.deepcopy(config)
+    ignored = []
+    source = cleaned.get("data", {}).get("source")
+    if isinstance(source, dict):
+        for key in WRITE_SETTINGS:
+            if key in source:
+                value = source.pop(key)
+                if not (key == "download" and value is False):
+                    ignored.append(f"data.source.{key}={value!r}")
+        parameters = inspect.signature(target_class(source["_target_"])).parameters
+        if "download" in parameters:
+            source["download"] = download
+    return cleaned, ignored
