@@ -74,6 +74,7 @@ def test_a_run_missing_a_reference_example_is_named(runs, tmp_path):
         EvaluationRun.read(tmp_path / "nowhere")
 
 
+@pytest.mark.slow
 def test_the_script_prints_the_table(runs, tmp_path):
     out = tmp_path / "rows.json"
     printed = subprocess.run(

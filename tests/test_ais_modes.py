@@ -73,6 +73,7 @@ def test_the_encoder_alone_misses_the_larger_mode_and_looks_sure_of_it(two_modes
     assert (from_encoder.ess > 0.5).all() and (from_encoder.log_weight_var < 0.5).all()
 
 
+@pytest.mark.slow
 def test_chains_from_the_prior_recover_the_exact_value(two_modes):
     """Half of 32 chains from the prior: right on average, never 1 nat off, and the chains now
     disagree (low ESS) where the encoder's alone agreed on a wrong value."""
@@ -85,6 +86,7 @@ def test_chains_from_the_prior_recover_the_exact_value(two_modes):
     assert estimate.ess.mean() < 0.5
 
 
+@pytest.mark.slow
 def test_the_default_starts_low_dimensional_chains_from_the_prior_and_finds_the_mass(two_modes):
     """``prior_share: auto`` on a 1-D latent: every chain from the prior, whatever the run's
     proposal; the default 32 chains x 500 steps land on the exact value where the encoder's
@@ -96,6 +98,7 @@ def test_the_default_starts_low_dimensional_chains_from_the_prior_and_finds_the_
     assert abs(error.mean()) < 0.1 and error.abs().max() < 0.5, error
 
 
+@pytest.mark.slow
 def test_a_mixed_start_stays_exact_where_the_encoder_is_right():
     """The stratified mixture a p + (1 - a) q keeps AIS unbiased: on a linear-Gaussian model
     with a good encoder it lands on the closed form."""

@@ -72,6 +72,7 @@ def user_model():
     return model, data[:12]
 
 
+@pytest.mark.slow
 def test_a_user_vae_is_measured_by_is_ais_and_quadrature(user_model):
     model, x = user_model
     assert isinstance(model, MeasurableModel)

@@ -38,6 +38,7 @@ def bounds(model, x, z, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     return lower, upper
 
 
+@pytest.mark.slow
 def test_forward_and_reverse_ais_sandwich_the_exact_value_and_tighten(simulated):
     model, x, z, exact = simulated
     gaps = []

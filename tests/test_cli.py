@@ -58,6 +58,7 @@ def trained_run(tmp_path_factory) -> Path:
     return run_dir
 
 
+@pytest.mark.slow
 def test_train_prints_what_a_user_needs_and_nothing_else(trained_run):
     out = (trained_run.parent / "stdout.txt").read_text()
     printed = out + (trained_run.parent / "stderr.txt").read_text()
@@ -184,6 +185,7 @@ def test_eval_with_other_estimators_and_proposals(
     assert math.isfinite(summary["log_px_mean"]) and summary["num_examples"] == 6
 
 
+@pytest.mark.slow
 def test_eval_by_quadrature_on_a_two_dimensional_latent(tmp_path, monkeypatch, capsys):
     """estimator=quadrature end to end: exact log p(x) with its grid check, per example."""
     run = tmp_path / "run"
@@ -333,6 +335,7 @@ def test_real_dataset_configs_train(data, mnist_dir, binarized_mnist_dir, tmp_pa
     assert math.isfinite(read_metrics(tmp_path / "run")["val/log_px"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("logger", ["wandb", "tensorboard", "none"])
 def test_loggers_write_their_runs(logger, tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
@@ -349,6 +352,7 @@ def test_loggers_write_their_runs(logger, tmp_path, monkeypatch):
     assert (run_dir / "checkpoints/last.ckpt").is_file()
 
 
+@pytest.mark.slow
 def test_convergence_table_and_plot(trained_run, tmp_path, monkeypatch, capsys):
     out = tmp_path / "conv"
     run_cli(
@@ -392,6 +396,7 @@ def test_convergence_table_and_plot(trained_run, tmp_path, monkeypatch, capsys):
     assert row["log_px_mean"] == pytest.approx(single["log_px_mean"], abs=1e-9)
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_with_continuous_steps(tmp_path):
     """Kill a training process after its first checkpoint, resume it with ckpt_path=last:
     the resumed run finishes every epoch, its steps continue where the checkpoint stopped,
@@ -485,6 +490,7 @@ def test_an_unwritable_checkpoint_folder_fails_before_training(tmp_path, monkeyp
     assert not (run_dir / "config.yaml").exists() and not (run_dir / "csv").exists()
 
 
+@pytest.mark.slow
 def test_last_checkpoint_is_the_latest_epoch_even_when_the_best_is_not_saved(tmp_path, monkeypatch):
     # top-k checkpoints only every 2nd epoch: epoch 1 saves one, epoch 2 does not; Lightning's
     # own class left last.ckpt at epoch 1 although the run trained epoch 2
@@ -509,6 +515,7 @@ def test_last_checkpoint_is_the_latest_epoch_even_when_the_best_is_not_saved(tmp
     assert [p.name for p in (run_dir / "checkpoints").glob("best-*")] == ["best-epoch001.ckpt"]
 
 
+@pytest.mark.slow
 def test_a_resumed_run_is_the_uninterrupted_run(tmp_path, monkeypatch, capsys):
     common = [*FAST, "logger=none", "callbacks.log_likelihood.convergence_ks=null"]
     whole, halves = tmp_path / "whole", tmp_path / "halves"

@@ -16,6 +16,9 @@ import torch
 
 from vaelik.evaluation.distributed import process_group
 
+#: distributed runs and sweeps: whole trainings in several processes
+pytestmark = pytest.mark.slow
+
 PYTHON = sys.executable
 TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
 COMMON = [

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "vaelik"
 # from the ground up: a module imports only from its own layer and the ones below it
 LAYERS = ("data", "models", "inference", "evaluation", "training", "examples", "cli")
@@ -82,6 +84,7 @@ def test_the_vae_core_does_not_import_the_deadline_example():
         assert not {m for m in imported_modules(path) if "examples" in m}, path
 
 
+@pytest.mark.slow
 def test_importing_any_module_has_no_side_effect():
     """In a fresh interpreter, after the third-party modules the package uses: importing every
     module of the package (entry points included) adds no warning filter, registers no

@@ -55,6 +55,7 @@ def mixture_params(k: int, c: int, seed: int = 0, scale: float = 1.0) -> torch.T
     return params
 
 
+@pytest.mark.slow
 def test_rgb_mixture_sums_to_one_over_all_256_cubed_values():
     head = DiscretizedLogisticMixtureHead(data_channels=3, num_components=2)
     dist = head(mixture_params(2, 3))

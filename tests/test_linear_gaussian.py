@@ -98,6 +98,7 @@ def test_prior_estimator_converges_in_a_2d_latent_space():
     torch.testing.assert_close(estimate.log_px, exact, rtol=0, atol=0.02)
 
 
+@pytest.mark.slow
 def test_ais_is_close_to_the_exact_value_from_the_prior(problem):
     weight, bias, x, exact = problem
     model = linear_gaussian_vae(weight, bias, NOISE, posterior_error=0.5)
@@ -125,6 +126,7 @@ def test_exp_of_the_estimate_is_unbiased(problem):
     assert abs(z_score) < 4, z_score
 
 
+@pytest.mark.slow
 def test_results_do_not_depend_on_chunks_batches_or_order(problem):
     weight, bias, x, _ = problem
     model = linear_gaussian_vae(weight, bias, NOISE, posterior_error=0.3)

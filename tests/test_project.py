@@ -34,6 +34,7 @@ def test_ci_runs_the_readme_test_command_exactly():
     assert test_command in ci_lines
 
 
+@pytest.mark.slow
 def test_code_is_ruff_clean():
     ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
     result = subprocess.run(
@@ -42,6 +43,7 @@ def test_code_is_ruff_clean():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_numeric_core_type_checks():
     mypy = shutil.which("mypy") or str(Path(sys.executable).with_name("mypy"))
     result = subprocess.run([mypy], cwd=ROOT, capture_output=True, text=True)
@@ -107,6 +109,7 @@ def run_python(code: str, cwd: Path, **env: str) -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_an_installed_wheel_carries_the_config_tree_and_runs_from_any_folder(tmp_path):
     # the sdist (what a package index serves), then the wheel pip builds from it
     sdist = run_python(

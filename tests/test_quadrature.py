@@ -46,6 +46,7 @@ def test_quadrature_gives_the_closed_form_of_a_linear_gaussian_model(latent):
     assert torch.isnan(estimate.khat).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("latent", [1, 2])
 def test_probabilities_of_every_binary_image_sum_to_one(latent):
     """Brute force over the data space: sum over all 2^6 images of p(x) is 1."""

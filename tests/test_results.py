@@ -61,6 +61,7 @@ def test_checkpoints_record_epochs_training_time_and_machine(checkpoint):
     assert saved.machine and " thread" in saved.machine
 
 
+@pytest.mark.slow
 def test_results_table_has_a_row_per_checkpoint(checkpoint, tmp_path, monkeypatch):
     out = tmp_path / "table"
     run_cli(
@@ -156,6 +157,7 @@ def test_two_commands_writing_one_table_keep_each_others_rows(checkpoint, tmp_pa
     assert not list(out.glob("*.partial"))
 
 
+@pytest.mark.slow
 def test_the_ais_gap_is_measured_again_without_redoing_importance_sampling(
     checkpoint, tmp_path, monkeypatch
 ):

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -14,6 +15,9 @@ from hydra.core.global_hydra import GlobalHydra
 from conftest import run_cli, run_cli_failing
 from vaelik.cli import evaluate, train
 from vaelik.config import config_dir
+
+#: distributed runs and sweeps: whole trainings in several processes
+pytestmark = pytest.mark.slow
 
 FAST = [
     "debug=fast",

@@ -57,6 +57,7 @@ def test_wandb_run_holds_config_metrics_media_and_histograms(tmp_path, monkeypat
     assert written["exit_code"] == 0
 
 
+@pytest.mark.slow
 def test_a_sweep_groups_its_runs(tmp_path, monkeypatch):
     sweep = tmp_path / "my_sweep"
     run_cli(train.main, ["-m", *FAST, "latent_dim=4,6", f"hydra.sweep.dir={sweep}"], monkeypatch)
