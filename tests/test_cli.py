@@ -599,8 +599,8 @@ def test_progress_in_a_log_file_is_a_line_a_minute_and_one_at_the_end(capsys):
     ("mistake", "message"),
     [
         (["estimator.num_samples=abc"], "estimator.num_samples must be an integer >= 1, got 'abc'"),
-        (["optim.optimizer.lr=-1"], "optim.optimizer.lr must be a number > 0, got -1"),
-        (["optim.optimizer.lr=fast"], "optim.optimizer.lr must be a number > 0, got 'fast'"),
+        (["optim.optimizer.lr=-1"], "optim.optimizer.lr must be a number >= 0, got -1"),
+        (["optim.optimizer.lr=fast"], "optim.optimizer.lr must be a number >= 0, got 'fast'"),
         (["latent_dim=0"], "latent_dim must be an integer >= 1, got 0"),
         (
             ["hydra.run.dir={file}/run"],

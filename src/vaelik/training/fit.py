@@ -141,9 +141,9 @@ def compare_with_uniform(final: dict[str, Any], data_kind: str) -> dict[str, Any
 
 #: optimiser settings and the values they may take (checked before training)
 OPTIMIZER_RULES = {
-    "lr": ("a number > 0", lambda v: v > 0),
+    "lr": ("a number >= 0", lambda v: v >= 0),  # 0: no steps, as torch allows
     "weight_decay": ("a number >= 0", lambda v: v >= 0),
-    "eps": ("a number > 0", lambda v: v > 0),
+    "eps": ("a number >= 0", lambda v: v >= 0),
     "momentum": ("a number >= 0", lambda v: v >= 0),
 }
 
