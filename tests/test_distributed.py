@@ -113,7 +113,7 @@ def test_eval_under_torchrun_equals_one_process(
         [
             TORCHRUN,
             "--nproc_per_node=2",
-            "--master_port=29517",
+            f"--master_port={free_port()}",  # not a fixed one: both cases may run at once
             "-m",
             "vaelik.cli.evaluate",
             *args,
@@ -165,10 +165,15 @@ def test_multirun_with_ddp_runs_each_job_once(tmp_path):
     assert [c["latent_dim"] for c in configs] == [4, 6]
 
 
-def test_a_process_whose_peers_never_come_fails_within_its_timeout(monkeypatch):
+def free_port() -> int:
+    """A port no process listens on now (the system's choice for port 0)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+        return probe.getsockname()[1]
+
+
+def test_a_process_whose_peers_never_come_fails_within_its_timeout(monkeypatch):
+    port = free_port()
     for name, value in {
         "MASTER_ADDR": "127.0.0.1",
         "MASTER_PORT": str(port),
