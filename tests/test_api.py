@@ -287,15 +287,76 @@ def test_the_commands_and_the_callback_estimate_only_through_the_api():
     assert users == 5  # eval, convergence, bdmc, the results table, the callback
 
 
-def test_own_model_classes_need_an_explicit_opt_in():
-    config = {"model": {"_target_": "mypackage.models.MyVAE"}, "data": {}, "likelihood": {}}
+def stored_config(model_target: str, **model_settings) -> dict:
+    """The sections a vaelik run stores, with the model built by ``model_target``."""
+    return {
+        "data": {
+            "_target_": "vaelik.data.ImageDataModule",
+            "source": {"_target_": "vaelik.data.EmbeddedMNIST"},
+            "shape": [1, 28, 28],
+        },
+        "likelihood": {"_target_": "vaelik.models.likelihoods.BernoulliHead", "data_channels": 1},
+        "model": {"_target_": model_target, **model_settings},
+    }
+
+
+def test_own_model_classes_need_an_explicit_opt_in(tmp_path, monkeypatch):
+    (tmp_path / "usermodels.py").write_text(USER_MODULE + "\nimport os\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = stored_config("usermodels.MyVAE")
     with pytest.raises(Exception, match="trusted_packages=\\[their top-level package\\]"):
         check_trusted_config(config, "x.ckpt")
-    check_trusted_config(config, "x.ckpt", trusted_packages=["mypackage"])
+    check_trusted_config(config, "x.ckpt", trusted_packages=["usermodels"])
     with pytest.raises(Exception, match="not one of vaelik's"):  # a prefix is not a package
-        check_trusted_config(config, "x.ckpt", trusted_packages=["mypack"])
+        check_trusted_config(config, "x.ckpt", trusted_packages=["usermodel"])
     with pytest.raises(ConfigError, match="not a package name"):
         check_trusted_config(config, "x.ckpt", trusted_packages=["my package"])
+    # what a trusted module merely imports is not trusted: only its own model classes
+    for target in ("usermodels.os.system", "usermodels.VAE", "usermodels.torch.load"):
+        with pytest.raises(Exception, match="not one of vaelik's"):
+            check_trusted_config(stored_config(target), "x.ckpt", trusted_packages=["usermodels"])
+    # and a trusted class takes only its own settings, never unnamed arguments
+    for extra in ({"_args_": ["rm -rf /"]}, {"shell": "rm -rf /"}):
+        with pytest.raises(Exception, match="does not take"):
+            check_trusted_config(
+                stored_config("usermodels.MyVAE", **extra), "x.ckpt", ["usermodels"]
+            )
+
+
+def test_review_findings_stay_fixed(user_model, tmp_path, monkeypatch):
+    """Quadrature's K is its grid: a callback or a call that sets K leaves it (or says so); two
+    estimators of one name are two lines; a mixed AIS start names one line at every K;
+    repeated examples and a batch of 0 are refused; a private config tree is read by name."""
+    from vaelik.inference.quadrature import Quadrature
+    from vaelik.training.callbacks import LogLikelihoodCallback
+
+    model, x = user_model
+    callback = LogLikelihoodCallback(Quadrature(points=10), EncoderProposal(), num_samples=128)
+    assert callback.estimator.points == 10
+    with pytest.raises(ConfigError, match="'quadrature' has no setting 'num_samples'"):
+        vaelik.estimate(model, x, estimator="quadrature", num_samples=4)
+    with pytest.raises(SettingError, match="num_samples is not a setting of estimator"):
+        Quadrature(points=10).replace(num_samples=4)
+    short, long = (vaelik.make_estimator("ais", num_steps=n, num_samples=4) for n in (2, 3))
+    table = vaelik.convergence(model, x[:2], ks=[1, 4], estimators=[short, long])
+    assert len(table.rows) == 4
+    mixed = vaelik.make_estimator("ais", num_steps=2, num_samples=8, prior_share=0.5)
+    table = vaelik.convergence(model, x[:2], ks=[1, 2, 8], estimators=[mixed])
+    assert {row["proposal"] for row in table.rows} == {"prior (4 of 8 chains) + encoder"}
+    with pytest.raises(ConfigError, match="example 2 is chosen twice"):
+        vaelik.estimate(model, x, examples=[2, 2], num_samples=4)
+    with pytest.raises(ConfigError, match="batch_size must be >= 1, got 0"):
+        vaelik.estimate(model, x, batch_size=0, num_samples=4)
+    import shutil
+
+    from vaelik.config import shipped_config_dir
+
+    private = tmp_path / "conf"
+    shutil.copytree(shipped_config_dir(), private)
+    ais_yaml = private / "estimator" / "ais.yaml"
+    ais_yaml.write_text(ais_yaml.read_text().replace("num_steps: 500", "num_steps: 7"))
+    monkeypatch.setenv("VAELIK_CONFIG_DIR", str(private))
+    assert vaelik.make_estimator("ais").num_steps == 7
 
 
 USER_MODULE = '''

@@ -206,3 +206,19 @@ def test_a_setting_outside_a_class_schema_is_refused_by_its_key(saved, tmp_path,
     with pytest.raises(CheckpointError, match=f"sets {where}.cache_dir, which .* does not take"):
         model_from_checkpoint(path)
     assert not (tmp_path / "planted").exists()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda crafted: crafted.update(data=None),
+        lambda crafted: crafted["data"]["source"].pop("_target_"),
+        lambda crafted: crafted["model"].pop("_target_"),
+    ],
+    ids=["no data", "a source without a target", "a model without a target"],
+)
+def test_a_malformed_stored_config_is_a_checkpoint_error(saved, change):
+    path, _, config = saved
+    write_crafted(path, config, change)
+    with pytest.raises(CheckpointError, match="has no .* with a _target_"):
+        model_from_checkpoint(path)

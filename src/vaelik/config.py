@@ -54,18 +54,20 @@ def shipped_config_dir() -> Path:
     )
 
 
-def option_names(group: str) -> list[str]:
-    """The options of config group ``group`` (``estimator`` -> ``['ais', 'importance', ...]``)."""
-    return sorted(path.stem for path in (shipped_config_dir() / group).glob("*.yaml"))
+def option_names(group: str, tree: Path | None = None) -> list[str]:
+    """The options of config group ``group`` (``estimator`` -> ``['ais', 'importance', ...]``)
+    in the config ``tree`` (default: the shipped one)."""
+    return sorted(path.stem for path in ((tree or shipped_config_dir()) / group).glob("*.yaml"))
 
 
-def option_config(group: str, option: str) -> dict:
-    """The settings of ``conf/<group>/<option>.yaml`` as written, unresolved (interpolations
-    such as ``${seed}`` stay text). A ConfigError lists the options for an unknown name."""
-    path = shipped_config_dir() / group / f"{option}.yaml"
+def option_config(group: str, option: str, tree: Path | None = None) -> dict:
+    """The settings of ``<tree>/<group>/<option>.yaml`` (default: the shipped tree) as written,
+    unresolved (interpolations such as ``${seed}`` stay text). A ConfigError lists the options
+    for an unknown name."""
+    path = (tree or shipped_config_dir()) / group / f"{option}.yaml"
     if not path.is_file():
         raise ConfigError(
-            f"unknown {group} {option!r}: choose one of {', '.join(option_names(group))}"
+            f"unknown {group} {option!r}: choose one of {', '.join(option_names(group, tree))}"
         )
     config = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
     assert isinstance(config, dict)

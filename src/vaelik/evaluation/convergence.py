@@ -66,14 +66,15 @@ def distinct_lines(
     proposals: Sequence[ProposalChoice],
     seed: int | None = None,
 ) -> list[EstimationPlan]:
-    """Every estimator with every proposal, resolved, keeping one plan per estimator and
+    """Every estimator with every proposal, resolved, keeping one plan per estimator given and
     proposal really used: an estimator with a fixed proposal, or AIS started from the prior,
-    gives the same line whatever the run's proposal. Every combination is checked first."""
-    plans: dict[tuple[str, str], EstimationPlan] = {}
-    for estimator in estimators:
+    gives the same line whatever the run's proposal; two estimators of the same name (other
+    settings) give two lines. Every combination is checked first."""
+    plans: dict[tuple[int, str], EstimationPlan] = {}
+    for position, estimator in enumerate(estimators):
         for proposal in proposals:
             plan = chosen_estimator(estimator, seed=seed).bind(model, chosen_proposal(proposal))
-            plans.setdefault((plan.estimator_name, plan.proposal_name), plan)
+            plans.setdefault((position, plan.proposal_name), plan)
     return list(plans.values())
 
 
@@ -125,7 +126,7 @@ def plan_rows(
         rows.append(
             {
                 "estimator": plan.estimator_name,
-                "proposal": plans[k].proposal_name,
+                "proposal": plan.proposal_name,  # the line's, whatever K does to a mixed start
                 "num_samples": k,
                 **summary,
                 "seconds": seconds[ks[-1]] if once else seconds[k],

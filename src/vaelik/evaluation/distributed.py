@@ -61,6 +61,8 @@ def process_group(device: torch.device, timeout_s: float = 300.0) -> Iterator[No
     after torch's default of 30 minutes."""
     joined = int(os.environ.get("WORLD_SIZE", 1)) > 1 and not dist.is_initialized()
     if joined:
+        if device.type == "cuda":  # NCCL gathers on the current device: this process's own
+            torch.cuda.set_device(device)
         try:
             dist.init_process_group(
                 "nccl" if device.type == "cuda" else "gloo",

@@ -221,7 +221,7 @@ class Examples:
         device: str | torch.device | None,
     ) -> Examples:
         dataset, loader_batch = indexed_examples(data)
-        size = batch_size or loader_batch or DEFAULT_BATCH
+        size = batch_size if batch_size is not None else loader_batch or DEFAULT_BATCH
         if size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {size}")
         indices = chosen_indices(len(dataset), examples)

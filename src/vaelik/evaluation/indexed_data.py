@@ -82,6 +82,9 @@ def chosen_indices(size: int, examples: int | Sequence[int] | None) -> list[int]
         raise ConfigError(f"example index {outside[0]} is outside the data set of {size}")
     if not indices:
         raise ConfigError("no examples chosen: give at least one index")
+    if len(set(indices)) != len(indices):
+        repeated = next(i for i in indices if indices.count(i) > 1)
+        raise ConfigError(f"example {repeated} is chosen twice: give each index once")
     return indices
 
 

@@ -60,13 +60,31 @@ def is_model_component(target: str) -> bool:
     except ImportError:
         return False
     found = getattr(module, class_name, None)
-    return inspect.isclass(found) and issubclass(found, (nn.Module, LikelihoodHead))
+    return (
+        inspect.isclass(found)
+        and found.__module__.startswith(MODEL_PACKAGE)
+        and issubclass(found, (nn.Module, LikelihoodHead))
+    )
 
 
 def in_packages(target: str, packages: Sequence[str]) -> bool:
-    """Whether ``target`` names something inside one of ``packages`` (``mypkg`` allows
-    ``mypkg.models.MyVAE``, not ``mypkg_evil.X``)."""
-    return any(target.startswith(f"{package}.") for package in packages)
+    """Whether ``target`` names, at the path where it is defined, a model component class
+    (``torch.nn.Module`` or likelihood head) defined inside one of ``packages``: ``mypkg``
+    allows ``mypkg.models.MyVAE``, not ``mypkg_evil.X``, and not ``mypkg.models.os.system`` or
+    ``mypkg.models.torch.load`` (objects a trusted module merely imports). The module the path
+    names is imported: the user trusted that package."""
+    if not any(target.startswith(f"{package}.") for package in packages):
+        return False
+    module_name, _, class_name = target.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module_name), class_name, None)
+    except ImportError:
+        return False
+    return (
+        inspect.isclass(found)
+        and f"{found.__module__}.{found.__qualname__}" == target
+        and issubclass(found, (nn.Module, LikelihoodHead))
+    )
 
 
 def check_trusted_config(
@@ -110,6 +128,7 @@ def check_trusted_config(
                 "vaelik-train or from yourself; for your own model classes, opt in on the "
                 "command line with trusted_packages=[their top-level package]."
             )
+    check_structure(config, path)
     check_schema(config, path, trusted_packages)
 
 
@@ -128,19 +147,35 @@ def target_class(target: str) -> type:
     return found
 
 
+def check_structure(config: Mapping[str, Any], path: object) -> None:
+    """Raise ``CheckpointError`` where the stored config lacks what a vaelik run stores: a
+    ``data`` section with a ``source``, and a ``model`` and a ``likelihood``, each built from a
+    ``_target_``."""
+    for where in ("data", "data.source", "model", "likelihood"):
+        node: Any = config
+        for key in where.split("."):
+            node = node.get(key) if isinstance(node, Mapping) else None
+        if not (isinstance(node, Mapping) and isinstance(node.get("_target_"), str)):
+            raise CheckpointError(
+                f"{path}: its stored config has no {where} with a _target_, which every run of "
+                "vaelik-train stores: the checkpoint was altered or comes from another program"
+            )
+
+
 def check_schema(config: Mapping[str, Any], path: object, trusted_packages: Sequence[str]) -> None:
     """Raise ``CheckpointError`` naming the key where a stored ``_target_`` node carries a
-    setting its class does not take (its constructor's parameters are its schema). Classes of
-    ``trusted_packages`` are the user's own and are not checked."""
+    setting its class does not take (its constructor's parameters are its schema; ``_args_``,
+    unnamed arguments, is never taken), for the classes of ``trusted_packages`` too."""
     for section in SECTIONS:
         for where, node in nodes(config.get(section), section):
             target = node.get("_target_") if isinstance(node, Mapping) else None
-            if not isinstance(target, str) or in_packages(target, trusted_packages):
+            if not isinstance(target, str):
                 continue
             parameters = inspect.signature(target_class(target)).parameters
-            if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-                continue
-            allowed = set(parameters) | set(HYDRA_KEYS)
+            takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+            allowed = (set(parameters) if not takes_any else set(node) - {"_args_"}) | set(
+                HYDRA_KEYS
+            )
             for key in node:
                 if key not in allowed:
                     raise CheckpointError(

@@ -9,12 +9,13 @@ the section in a bad setting's error (``ais.num_samples must be an integer >= 1`
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from vaelik.config import option_config, option_names
+from vaelik.config import config_dir, option_config, option_names
 from vaelik.errors import ConfigError, SettingError, user_error_in
 from vaelik.inference.estimators import LogWeightEstimator
 from vaelik.inference.proposals import Proposal
@@ -35,8 +36,9 @@ def build(node: Any, section: str = "", **settings: Any) -> Any:
 
 
 def from_option(group: str, name: str, settings: dict[str, Any]) -> Any:
-    """The object of ``conf/<group>/<name>.yaml`` with ``settings`` replacing its own."""
-    config = option_config(group, name)
+    """The object of ``<group>/<name>.yaml`` in the config tree in use (``VAELIK_CONFIG_DIR``,
+    else the shipped one, as for the commands) with ``settings`` replacing its own."""
+    config = option_config(group, name, Path(config_dir()))
     unknown = sorted(set(settings) - set(config) - {"seed"})
     if unknown:
         known = ", ".join(sorted(key for key in config if key != "_target_"))

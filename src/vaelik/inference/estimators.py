@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from vaelik.config import option_defaults
+from vaelik.errors import SettingError
 from vaelik.inference.diagnostics import (
     flag_unreliable,
     log_mean_exp,
@@ -135,10 +136,26 @@ class LogWeightEstimator:
             )
         super().__setattr__(name, value)
 
+    def settings(self) -> dict[str, Any]:
+        """The settings this estimator was built with (its constructor's arguments)."""
+        return dict(self.__dict__["_arguments"])
+
+    def takes(self, setting: str) -> bool:
+        """Whether ``setting`` is one of this estimator's settings (quadrature has no
+        ``num_samples``: its K is points^L)."""
+        return setting in inspect.signature(type(self)).parameters
+
     def replace(self, **changes: Any) -> LogWeightEstimator:
         """A new estimator of the same class with ``changes`` to the settings it was built with
-        (checked as any constructor's arguments are)."""
-        return type(self)(**{**self.__dict__["_arguments"], **changes})
+        (checked as any constructor's arguments are; a setting it does not have is an error)."""
+        for setting in changes:
+            if not self.takes(setting):
+                raise SettingError(
+                    setting,
+                    f"is not a setting of estimator {self.name!r}: its settings are "
+                    f"{', '.join(sorted(inspect.signature(type(self)).parameters))}",
+                )
+        return type(self)(**{**self.settings(), **changes})
 
     def pairs_per_pass(self, device: torch.device) -> int:
         """``chunk_size``, or where it is None the size that suits ``device``

@@ -40,7 +40,8 @@ class LogLikelihoodCallback(pl.Callback):
         estimator / proposal: as in :mod:`vaelik.inference.estimators` and
             :mod:`vaelik.inference.proposals`; a combination the model cannot run fails when
             the fit starts, before the first epoch.
-        num_samples: K for this per-epoch estimate, replacing the estimator's (None keeps it).
+        num_samples: K for this per-epoch estimate, replacing the estimator's (None keeps it;
+            a grid rule keeps its own points^L).
         convergence_ks: at the last epoch, also plot mean log p(x) against these K values
             (``convergence.png`` in ``output_dir``, and sent to the loggers).
         num_examples: validation examples used (null: all).
@@ -63,7 +64,7 @@ class LogLikelihoodCallback(pl.Callback):
             raise ConfigError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
         if num_examples is not None and num_examples < 1:
             raise ConfigError(f"num_examples must be >= 1 or null, got {num_examples}")
-        if num_samples is not None:
+        if num_samples is not None and estimator.takes("num_samples"):  # not quadrature's K
             try:
                 estimator = estimator.replace(num_samples=num_samples)
             except SettingError as error:
