@@ -29,7 +29,7 @@ and, since this shared machine's speed drifts by 15% between minutes, vaelik's r
 set beside the peak measured right after each of ``--repeats`` further runs (a square matmul
 of 2048 and the decoder's layers, best of three, about 3 s), in the same process.
 
-    python benchmarks/is_throughput.py --data-dir ../shared/data --threads 1
+    python benchmarks/is_throughput.py --data-dir /path/to/data --threads 1
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ A ``vaelik-train`` epoch is timed by :class:`EpochClock`, a callback this script
 (validation included), over epochs 2..E so that start-up is not counted. Printed: seconds per
 epoch for each and the ratios.
 
-    python benchmarks/train_epoch.py --data-dir ../shared/data --epochs 3 --threads 1
+    python benchmarks/train_epoch.py --data-dir /path/to/data --epochs 3 --threads 1
 """
 
 from __future__ import annotations

@@ -14,8 +14,7 @@ class BernoulliImage(Distribution):
 
     log p(x|z) = sum_d [x_d l_d - softplus(l_d)], the negative binary cross-entropy, computed by
     :func:`~vaelik.models.elementwise.bernoulli_log_prob` from kernels that torch vectorises on
-    a CPU (``binary_cross_entropy_with_logits`` is several times slower; see
-    shared/PERFORMANCE.md).
+    a CPU (``binary_cross_entropy_with_logits`` is several times slower there).
     """
 
     arg_constraints = {"logits": constraints.real}
