@@ -4,7 +4,7 @@
   ``decode(z) -> likelihood parameters``, with the likelihood chosen by name from vaelik's heads
   and a standard-normal prior unless another prior is given;
 - :func:`from_pythae`: a model of pythae's VAE family (``pip install "vaelik[pythae]"``);
-- :func:`from_pyro`: a Pyro model and guide whose latent is one sample site
+- :data:`from_pyro` (:class:`PyroVAE`): a Pyro model and guide whose latent is one sample site
   (``pip install "vaelik[pyro]"``).
 
 Each returns a :class:`FunctionalVAE`, which meets :class:`~vaelik.models.contract.
@@ -48,6 +48,13 @@ HEADS: dict[str, type[likelihoods.LikelihoodHead]] = {
 SPREADS = ("log_var", "scale", "log_scale")
 
 Likelihood = Callable[[torch.Tensor], Distribution]
+#: the networks behind a wrapped model's functions, registered so that ``.to``, ``.eval`` and
+#: ``.parameters`` reach them
+Networks = nn.Module | list[nn.Module] | tuple[nn.Module, ...]
+
+
+def network_list(modules: Networks) -> nn.ModuleList:
+    return nn.ModuleList([modules] if isinstance(modules, nn.Module) else list(modules))
 
 
 def image_view(event: tuple[int, ...]) -> tuple[int, int, int]:
@@ -91,7 +98,7 @@ class FunctionalVAE(nn.Module):
         *,
         spread: str = "log_var",
         prior: Any = None,
-        modules: nn.Module | list[nn.Module] | tuple[nn.Module, ...] = (),
+        modules: Networks = (),
         likelihood_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -109,9 +116,7 @@ class FunctionalVAE(nn.Module):
         self.likelihood_options = dict(likelihood_options or {})
         self.latent_dim = int(latent_dim)
         self.spread = spread
-        self.networks = nn.ModuleList(
-            [modules] if isinstance(modules, nn.Module) else list(modules)
-        )
+        self.networks = network_list(modules)
         self.prior = prior if prior is not None else StandardNormal(self.latent_dim)
         self._heads: dict[int, Likelihood] = {}
 
@@ -324,19 +329,6 @@ def from_pythae(model: nn.Module) -> FunctionalVAE:
     )
 
 
-def from_pyro(
-    model: Callable[[torch.Tensor], Any],
-    guide: Callable[[torch.Tensor], Any],
-    latent_dim: int,
-    *,
-    site: str = "z",
-    modules: nn.Module | list[nn.Module] | tuple[nn.Module, ...] = (),
-) -> PyroVAE:
-    """A Pyro ``model(x)`` and ``guide(x)`` whose latent is the one sample site ``site`` as a
-    model vaelik measures (see :class:`PyroVAE`)."""
-    return PyroVAE(model, guide, latent_dim, site=site, modules=modules)
-
-
 class PyroPrior(nn.Module):
     """p(z) read from the Pyro model's latent site: a diagonal Normal ``[L]`` whose parameters
     do not depend on x (what a VAE's prior is)."""
@@ -383,7 +375,7 @@ class PyroVAE(nn.Module):
         latent_dim: int,
         *,
         site: str = "z",
-        modules: nn.Module | list[nn.Module] | tuple[nn.Module, ...] = (),
+        modules: Networks = (),
     ) -> None:
         super().__init__()
         import pyro  # an optional dependency: pip install "vaelik[pyro]"
@@ -391,9 +383,7 @@ class PyroVAE(nn.Module):
         self.pyro = pyro
         self.model_fn, self.guide_fn, self.site = model, guide, site
         self.latent_dim = int(latent_dim)
-        self.networks = nn.ModuleList(
-            [modules] if isinstance(modules, nn.Module) else list(modules)
-        )
+        self.networks = network_list(modules)
         self._prior: PyroPrior | None = None
 
     def site_distribution(self, program: Callable, x: torch.Tensor, what: str) -> Any:
@@ -461,3 +451,8 @@ class PyroVAE(nn.Module):
             if node["type"] == "sample":
                 total = total + node["log_prob"]
         return total
+
+
+#: a Pyro ``model(x)`` and ``guide(x)`` whose latent is the one sample site ``site``, as a
+#: model vaelik measures: ``from_pyro(model, guide, latent_dim, site="z", modules=...)``
+from_pyro = PyroVAE

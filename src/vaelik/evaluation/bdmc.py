@@ -26,6 +26,7 @@ from vaelik.evaluation.estimate import (
     ProposalChoice,
     chosen_estimator,
     chosen_proposal,
+    evaluation_mode,
     pick_device,
 )
 from vaelik.inference.ais import AnnealedImportanceSampling
@@ -145,10 +146,7 @@ def bdmc(
     run_proposal = chosen_proposal(proposal)
     plans = [base.replace(num_steps=steps).bind(model, run_proposal) for steps in schedules]
     where = pick_device(device, model)
-    was_training = getattr(model, "training", None)
-    if was_training is not None:
-        model.eval()
-    try:
+    with evaluation_mode(model):
         z, x = simulate(model, count, seed, where)
         rows, columns = [], {"index": torch.arange(count)}
         for steps, plan in zip(schedules, plans, strict=True):
@@ -172,7 +170,4 @@ def bdmc(
             )
             columns[f"lower_{steps}"] = bounds["lower"]
             columns[f"upper_{steps}"] = bounds["upper"]
-    finally:
-        if was_training is not None:
-            model.train(was_training)
     return BdmcResult(rows, columns)

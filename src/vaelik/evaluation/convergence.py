@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
 
 from vaelik.errors import ConfigError
 from vaelik.evaluation.distributed import gather_results
@@ -81,14 +80,11 @@ def distinct_lines(
 @torch.no_grad()
 def plan_rows(
     plan: EstimationPlan,
-    dataset: Dataset,
-    indices: Sequence[int],
+    examples: Examples,
     ks: Sequence[int],
-    batch_size: int,
-    device: torch.device,
     progress: bool = False,
 ) -> list[dict[str, Any]]:
-    """One summary row per K for one resolved plan on the examples ``indices`` of ``dataset``
+    """One summary row per K for one resolved plan on ``examples``
     (shared out among processes when distributed, gathered before summarising)."""
     ks = sorted({check_positive("ks", k) for k in ks})
     nested = getattr(plan.estimator, "nested_in_k", False)
@@ -117,11 +113,11 @@ def plan_rows(
             seconds[k] += time.perf_counter() - start
 
     label = f"{plan.estimator_name}, {plan.proposal_name}, K up to {ks[-1]}"
-    visit_batches(plan.model, dataset, indices, batch_size, device, visit, progress, label)
+    visit_batches(plan.model, examples, visit, progress, label)
     rows = []
     for k in ks:
         summary = gather_results(PerExampleResults.concatenate(parts[k])).summary(
-            event_dims(dataset)
+            event_dims(examples.dataset)
         )
         rows.append(
             {
@@ -158,9 +154,7 @@ def convergence(
     chosen = Examples.of(model, data, examples, batch_size, device)
     rows: list[dict[str, Any]] = []
     for plan in plans:
-        rows += plan_rows(
-            plan, chosen.dataset, chosen.indices, ks, chosen.batch_size, chosen.device, progress
-        )
+        rows += plan_rows(plan, chosen, ks, progress)
     return ConvergenceTable(rows)
 
 

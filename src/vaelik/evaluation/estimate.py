@@ -16,11 +16,12 @@ all the results.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from vaelik.evaluation.distributed import gather_results, shard, world
 from vaelik.evaluation.indexed_data import chosen_indices, event_dims, indexed_examples
 from vaelik.evaluation.results import PerExampleResults
 from vaelik.inference.choices import make_estimator, make_proposal
-from vaelik.inference.estimators import Estimate, EstimationPlan, LogWeightEstimator
+from vaelik.inference.estimators import Estimate, LogWeightEstimator
 from vaelik.inference.proposals import Proposal
 from vaelik.models.contract import check_measurable
 from vaelik.progress import example_progress
@@ -145,62 +146,6 @@ def share_note(size: int) -> str:
     return f" (this process's share of {size})" if size > 1 else ""
 
 
-def visit_batches(
-    model: Any,
-    dataset: Dataset,
-    indices: Sequence[int],
-    batch_size: int,
-    device: torch.device,
-    visit: Callable[[torch.Tensor, torch.Tensor], None],
-    progress: bool = False,
-    label: str = "log p(x)",
-) -> None:
-    """Call ``visit(x [b, ...], index [b])`` on this process's share of the examples
-    ``indices`` of ``dataset`` (items ``(x, index)``), batch by batch, with the model in eval
-    mode (restored after) and, with ``progress``, a bar over examples on the first process."""
-    was_training = getattr(model, "training", None)
-    if was_training is not None:
-        model.eval()
-    rank, size = world()
-    local = shard(indices)
-    try:
-        with example_progress(len(local), label + share_note(size), progress and rank == 0) as (
-            advance
-        ):
-            for x, index in DataLoader(Subset(dataset, local), batch_size=batch_size):
-                index = torch.as_tensor(index)
-                visit(x.to(device), index)
-                advance(len(index))
-    finally:
-        if was_training is not None:
-            model.train(was_training)
-
-
-def run_plan(
-    plan: EstimationPlan,
-    dataset: Dataset,
-    indices: Sequence[int],
-    batch_size: int,
-    device: torch.device,
-    progress: bool = False,
-    description: str | None = None,
-) -> PerExampleResults:
-    """Estimate the examples ``indices`` of ``dataset`` with ``plan``: each process its share,
-    then every result on every process, sorted by index."""
-    parts: list[tuple[torch.Tensor, Estimate]] = []
-    visit_batches(
-        plan.model,
-        dataset,
-        indices,
-        batch_size,
-        device,
-        lambda x, index: parts.append((index, plan.estimate(x, index))),
-        progress,
-        description or plan.label,
-    )
-    return gather_results(PerExampleResults.concatenate(parts))
-
-
 @dataclass(frozen=True)
 class Examples:
     """The examples to estimate, resolved from a public call's arguments: items ``(x,
@@ -227,8 +172,42 @@ class Examples:
         indices = chosen_indices(len(dataset), examples)
         return cls(dataset, indices, size, pick_device(device, model))
 
-    def arguments(self) -> tuple[Dataset, list[int], int, torch.device]:
-        return self.dataset, self.indices, self.batch_size, self.device
+
+@contextlib.contextmanager
+def evaluation_mode(model: Any) -> Iterator[None]:
+    """``model`` in eval mode within the block, and back in the mode it was in after it (a
+    model that is not an ``nn.Module`` has no mode)."""
+    was_training = getattr(model, "training", None)
+    if was_training is not None:
+        model.eval()
+    try:
+        yield
+    finally:
+        if was_training is not None:
+            model.train(was_training)
+
+
+def visit_batches(
+    model: Any,
+    examples: Examples,
+    visit: Callable[[torch.Tensor, torch.Tensor], None],
+    progress: bool = False,
+    label: str = "log p(x)",
+) -> None:
+    """Call ``visit(x [b, ...], index [b])`` on this process's share of ``examples``, batch by
+    batch, with the model in eval mode and, with ``progress``, a bar over examples on the first
+    process."""
+    rank, size = world()
+    local = shard(examples.indices)
+    loader = DataLoader(Subset(examples.dataset, local), batch_size=examples.batch_size)
+    with (
+        evaluation_mode(model),
+        example_progress(len(local), label + share_note(size), progress and rank == 0) as advance,
+    ):
+        for x, index in loader:
+            index = torch.as_tensor(index)
+            visit(x.to(examples.device), index)
+            advance(len(index))
 
 
 def estimate(
@@ -272,29 +251,25 @@ def estimate(
     """
     check_measurable(model)
     plan = chosen_estimator(estimator, num_samples, seed).bind(model, chosen_proposal(proposal))
-    examples_to_run = Examples.of(model, data, examples, batch_size, device)
-    return estimate_plan(plan, *examples_to_run.arguments(), progress)
-
-
-def estimate_plan(
-    plan: EstimationPlan,
-    dataset: Dataset,
-    indices: Sequence[int],
-    batch_size: int,
-    device: torch.device,
-    progress: bool = False,
-    description: str | None = None,
-) -> Estimates:
-    """:func:`run_plan` with its summary: the :class:`Estimates` of a resolved plan."""
+    chosen = Examples.of(model, data, examples, batch_size, device)
+    parts: list[tuple[torch.Tensor, Estimate]] = []
     start = time.perf_counter()
-    results = run_plan(plan, dataset, indices, batch_size, device, progress, description)
+    visit_batches(
+        model,
+        chosen,
+        lambda x, index: parts.append((index, plan.estimate(x, index))),
+        progress,
+        plan.label,
+    )
+    # every example once, on every process, sorted by index
+    results = gather_results(PerExampleResults.concatenate(parts))
     seconds = time.perf_counter() - start
     summary = {
-        **results.summary(event_dims(dataset)),
+        **results.summary(event_dims(chosen.dataset)),
         **plan.describe(),
         "seconds": seconds,
-        "samples_per_second": len(indices) * plan.num_samples / seconds,
-        "device": str(device),
+        "samples_per_second": len(chosen.indices) * plan.num_samples / seconds,
+        "device": str(chosen.device),
         "processes": world()[1],
     }
     return Estimates(results, summary)

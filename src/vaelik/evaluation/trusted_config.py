@@ -48,23 +48,31 @@ def nodes(node: Any, where: str) -> Iterator[tuple[str, Any]]:
             yield from nodes(value, f"{where}[{index}]")
 
 
+def located(target: str) -> Any:
+    """What ``target`` (``module.name``) names: attribute ``name`` of the module, importing
+    only that module; None where there is no such module or attribute."""
+    module_name, _, name = target.rpartition(".")
+    if not module_name or not name.isidentifier():
+        return None
+    try:
+        return getattr(importlib.import_module(module_name), name, None)
+    except ImportError:
+        return None
+
+
+def is_component_class(found: Any) -> bool:
+    """A ``torch.nn.Module`` or likelihood-head class."""
+    return inspect.isclass(found) and issubclass(found, (nn.Module, LikelihoodHead))
+
+
 def is_model_component(target: str) -> bool:
     """A class defined in a ``vaelik.models`` module that is a ``torch.nn.Module`` or a
     likelihood head. Only the module named by the prefix is imported (importing vaelik modules
     has no side effect)."""
-    module_name, _, class_name = target.rpartition(".")
-    if not module_name.startswith(MODEL_PACKAGE) or not class_name.isidentifier():
+    if not target.startswith(MODEL_PACKAGE):
         return False
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError:
-        return False
-    found = getattr(module, class_name, None)
-    return (
-        inspect.isclass(found)
-        and found.__module__.startswith(MODEL_PACKAGE)
-        and issubclass(found, (nn.Module, LikelihoodHead))
-    )
+    found = located(target)
+    return is_component_class(found) and found.__module__.startswith(MODEL_PACKAGE)
 
 
 def in_packages(target: str, packages: Sequence[str]) -> bool:
@@ -75,16 +83,8 @@ def in_packages(target: str, packages: Sequence[str]) -> bool:
     names is imported: the user trusted that package."""
     if not any(target.startswith(f"{package}.") for package in packages):
         return False
-    module_name, _, class_name = target.rpartition(".")
-    try:
-        found = getattr(importlib.import_module(module_name), class_name, None)
-    except ImportError:
-        return False
-    return (
-        inspect.isclass(found)
-        and f"{found.__module__}.{found.__qualname__}" == target
-        and issubclass(found, (nn.Module, LikelihoodHead))
-    )
+    found = located(target)
+    return is_component_class(found) and f"{found.__module__}.{found.__qualname__}" == target
 
 
 def check_trusted_config(
@@ -141,8 +141,7 @@ HYDRA_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_")
 
 def target_class(target: str) -> type:
     """The class a vetted ``_target_`` names (vaelik's own, or a trusted package's)."""
-    module_name, _, class_name = target.rpartition(".")
-    found = getattr(importlib.import_module(module_name), class_name)
+    found = located(target)
     assert inspect.isclass(found), target
     return found
 

@@ -148,12 +148,13 @@ class LogWeightEstimator:
     def replace(self, **changes: Any) -> LogWeightEstimator:
         """A new estimator of the same class with ``changes`` to the settings it was built with
         (checked as any constructor's arguments are; a setting it does not have is an error)."""
+        known = inspect.signature(type(self)).parameters
         for setting in changes:
-            if not self.takes(setting):
+            if setting not in known:
                 raise SettingError(
                     setting,
                     f"is not a setting of estimator {self.name!r}: its settings are "
-                    f"{', '.join(sorted(inspect.signature(type(self)).parameters))}",
+                    f"{', '.join(sorted(known))}",
                 )
         return type(self)(**{**self.settings(), **changes})
 
