@@ -89,7 +89,8 @@ def read_checkpoint(path: str | Path) -> VAECheckpoint:
 
 
 def describe_machine() -> str:
-    """This machine in a line: CPU model and cores used by torch, and the GPU if one is used."""
+    """The machine running this process, in a line: CPU model and cores used by torch, and the
+    GPU if one is used."""
     import platform
 
     cpu = platform.processor() or platform.machine()

@@ -1,4 +1,4 @@
-"""``vaelik-deadline``: Monte Carlo vs importance sampling on the seed's project-deadline graph."""
+"""``vaelik-deadline``: Monte Carlo vs importance sampling on a project-deadline graph (Owen)."""
 
 from __future__ import annotations
 

@@ -81,9 +81,9 @@ class BinarizedMNIST:
 
     Files are looked up as ``{data_dir}/BinarizedMNIST/binarized_mnist_{train,valid,test}.amat``
     and downloaded there from the standard location when missing and ``download`` is true. Each
-    load parses the ``.amat`` file itself (0.3 s for the 50,000 training images): there is no
-    cache to go stale, half-written or corrupt, and nothing is written into a data folder that
-    may be shared or read-only.
+    load parses the ``.amat`` file itself (well under a second for the 50,000 training images):
+    there is no cache to go stale, half-written or corrupt, and nothing is written into a data
+    folder that may be shared or read-only.
     """
 
     native_kind: DataKind = "binary"

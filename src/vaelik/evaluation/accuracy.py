@@ -1,5 +1,5 @@
-"""How far estimates are from an exact reference, per example: the table of the README's
-"Every estimator against the exact answer" section.
+"""How far estimates are from an exact reference, per example: every estimator against the
+exact answer, the table of docs/results.md.
 
 Each input is the folder a ``vaelik-eval`` run wrote (``per_example.csv``, ``summary.json``). The
 reference is typically ``estimator=quadrature`` on a model with a 1- or 2-D latent; every other

@@ -2,9 +2,8 @@
 
 Importance-type estimators draw from per-example streams, so the first K draws of a run with
 K_max draws are exactly the draws of a run with K: one pass at K_max gives every row (nested
-estimates, as in the seed's figures 2 and 3). AIS chains adapt their step size together, so AIS
-is run afresh for each K. A grid rule (quadrature) does not depend on K: it is computed once and
-is the reference line at every K.
+estimates). AIS chains adapt their step size together, so AIS is run afresh for each K. A grid
+rule (quadrature) does not depend on K: it is computed once and is the reference line at every K.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``vaelik-deadline``: the seed's rare-event example, on the same importance-sampling core.
+"""``vaelik-deadline``: a rare-event example, on the same importance-sampling core.
 
 A project of 10 tasks with independent exponential durations T_j (means theta = 4, 4, 2, 5, 2,
 3, 2, 3, 2, 2 days; 2 and 3 follow 1, 4 and 5 follow 2, 6, 7 and 8 follow 3, 9 follows 5, 6
@@ -104,13 +104,13 @@ def naive() -> ScaledExponentials:
 
 
 def scale_all(factor: float = 4.0) -> ScaledExponentials:
-    """The seed's strategy a: every mean times ``factor``."""
+    """Every task's mean times ``factor`` (the simplest way to make lateness common)."""
     check_factor(factor)
     return ScaledExponentials("scale_all", [factor] * 10)
 
 
 def critical_path(factor: float = 4.0) -> ScaledExponentials:
-    """The seed's strategy b: only the critical path's (1, 2, 4, 10) means times ``factor``."""
+    """Only the critical path's (1, 2, 4, 10) means times ``factor``."""
     check_factor(factor)
     return ScaledExponentials(
         "critical_path", [factor if t in CRITICAL_PATH else 1.0 for t in range(1, 11)]
@@ -241,7 +241,7 @@ def estimate(proposal, n: int, threshold: float, seed: int) -> DeadlineEstimate:
 def running_estimates(
     proposal, sizes: list[int], threshold: float, seed: int
 ) -> list[dict[str, float]]:
-    """Estimates on the first n draws of one run, for each n in ``sizes`` (the seed's figures)."""
+    """Estimates on the first n draws of one run, for each n in ``sizes`` (a figure's points)."""
     log_w, _, _ = log_weights(proposal, max(sizes), threshold, seed)
     rows = []
     for n in sorted(sizes):
@@ -283,7 +283,9 @@ def plot_running(curves: dict[str, list[dict[str, float]]], path: Path, title: s
 
 def deadline(cfg: DictConfig) -> dict[str, Any]:
     """Estimate with ``cfg.proposal`` (and plain Monte Carlo for comparison); write the table and,
-    with ``figures``, the seed's figures 2 (plain MC) and 3 (importance sampling) as PNGs."""
+    with ``figures``, the estimate against the number of samples for plain MC
+    (``figure2_monte_carlo.png``) and for importance sampling
+    (``figure3_importance_sampling.png``)."""
     proposal = instantiate(cfg.proposal)
     result = estimate(proposal, int(cfg.num_samples), float(cfg.threshold), int(cfg.seed))
     output = Path(cfg.paths.output_dir)

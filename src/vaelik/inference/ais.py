@@ -30,7 +30,7 @@ AUTO = "auto"
 #: ``prior_share: auto`` starts every chain from the prior for latents of at most this many
 #: dimensions (chains from p(z) reach the modes an encoder misses there) and every chain from
 #: the proposal above (where a path from p(z) of the same length ends nats lower than one from
-#: the encoder); both measured in the README's "AIS that one mode cannot fool"
+#: the encoder); docs/results.md shows both cases measured
 PRIOR_START_MAX_DIM = 2
 # mixed into the stream keys of reverse AIS, so that it never reuses the forward chains' noise
 REVERSE_STREAM = 1

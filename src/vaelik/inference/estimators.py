@@ -256,11 +256,11 @@ _IMPORTANCE = option_defaults("estimator", "importance")
 
 
 class ImportanceSampling(LogWeightEstimator):
-    """log p(x) ~ log (1/K) sum_k p(x|z_k) p(z_k) / r(z_k|x), z_k ~ r(z|x) (seed eq. 10).
+    """log p(x) ~ log (1/K) sum_k p(x|z_k) p(z_k) / r(z_k|x), z_k ~ r(z|x).
 
     The estimate of p(x) is unbiased; its log is a lower bound in expectation (the IWAE bound,
     Burda et al. 2016) that tightens as K grows. With K = 1 and the encoder as proposal it is the
-    single-sample ELBO. With ``proposal`` set (e.g. the prior, seed eq. 7) it ignores the run's
+    single-sample ELBO. With ``proposal`` set (e.g. the prior) it ignores the run's
     proposal: that is the naive Monte Carlo estimator ``estimator=prior``. Defaults: those of
     ``conf/estimator/importance.yaml``.
 

@@ -30,12 +30,12 @@ from vaelik.models.folding import folded_networks
 from vaelik.models.guides import Posterior
 from vaelik.models.vae import VAE
 
-#: (draw, example) pairs per decoder pass on a CPU: the activations of an MLP decoder's pass
-#: (about 5 MB) stay in cache; 1024 ran 2-3% faster than 2048, where the 6 MB logits sometimes
-#: page-faulted on every pass, and 20,000 1.3x slower (benchmarks/is_throughput.py's model)
+#: (draw, example) pairs per decoder pass on a CPU: small enough that a pass's activations (about
+#: 5 MB for an MLP decoder) stay in cache; larger passes spill them, and their logits can land on
+#: fresh pages every pass (``benchmarks/is_throughput.py`` times a pass size)
 CPU_CHUNK = 1024
-#: the same on an accelerator, where a pass must be large to keep the device busy (the previous
-#: default everywhere; a ResNet decoder's pass of 20,000 pairs already needs about 17 GB)
+#: the same on an accelerator, where a pass must be large to keep the device busy (a ResNet
+#: decoder's pass of 20,000 pairs already needs about 17 GB)
 DEVICE_CHUNK = 20_000
 
 

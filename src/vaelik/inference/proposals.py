@@ -67,7 +67,7 @@ class Proposal:
 
 
 class EncoderProposal(Proposal):
-    """r(z|x) = q(z|x): the guide itself (seed eq. 10)."""
+    """r(z|x) = q(z|x): the guide itself, trained to sit where p(z|x) puts its mass."""
 
     name = "encoder"
 
@@ -79,7 +79,7 @@ class EncoderProposal(Proposal):
 
 
 class PriorProposal(Proposal):
-    """r(z|x) = p(z): naive Monte Carlo from the prior (seed eq. 7); fine in 2-D, not in 50-D."""
+    """r(z|x) = p(z): naive Monte Carlo from the prior; fine in 2-D, not in 50-D."""
 
     name = "prior"
 

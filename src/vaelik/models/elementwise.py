@@ -1,8 +1,8 @@
 """Element-wise functions of the hot path, computed on a CPU from kernels that torch vectorises.
 
-In torch 2.14's CPU kernels ``tanh`` and ``log1p`` cost about 3.5 and 9.4 ns an element on
-this project's machine while ``sigmoid``, ``exp`` and ``log`` cost 0.5, 1.0 and 1.9 ns
-(``benchmarks/is_throughput.py`` shows their share of importance sampling). So, on a CPU,
+torch's CPU kernels for ``tanh`` and ``log1p`` are not vectorised: an element costs several
+times what it costs in ``sigmoid``, ``exp`` or ``log`` (``benchmarks/is_throughput.py`` shows
+their share of importance sampling). So, on a CPU,
 
     tanh(x) = 2 sigmoid(2x) - 1                                   (absolute error < 3e-7),
 

@@ -164,8 +164,8 @@ class DiagonalGaussianGuide(Guide):
     """q(z|x) = N(mu(x), diag sigma(x)^2) from encoder outputs ``[B, 2L]``.
 
     The first L outputs are mu; the last L give sigma, ``softplus(h) + min_scale`` or, with
-    ``log_scale_bound = b`` (the seed uses b = 5), ``exp(b * tanh(h))``, which keeps log sigma in
-    [-b, b] so that early training cannot produce infinite weights.
+    ``log_scale_bound = b`` (``experiment=cifar10`` sets 5), ``exp(b * tanh(h))``, which keeps
+    log sigma in [-b, b] so that early training cannot produce infinite weights.
     """
 
     name = "diagonal_gaussian"

@@ -26,7 +26,8 @@ def _due(trainer: pl.Trainer, every_n_epochs: int) -> bool:
 
 
 class LogLikelihoodCallback(pl.Callback):
-    """Estimate log p(x) on the first ``num_examples`` validation examples at validation epoch end.
+    """Estimate log p(x) of ``num_examples`` validation examples, spread evenly over the split,
+    at validation epoch end.
 
     Logs ``val/log_px`` (mean nats per example), ``val/log_px_stderr``, ``val/bpd``
     (-log p(x) / (D ln 2) of the mean), ``val/ess`` (mean normalised ESS) and ``val/khat``
@@ -44,7 +45,7 @@ class LogLikelihoodCallback(pl.Callback):
             a grid rule keeps its own points^L).
         convergence_ks: at the last epoch, also plot mean log p(x) against these K values
             (``convergence.png`` in ``output_dir``, and sent to the loggers).
-        num_examples: validation examples used (null: all).
+        num_examples: validation examples used, spread evenly over the split (null: all).
         every_n_epochs: run on every n-th validation epoch (and the last).
         batch_size: examples per estimator call.
     """

@@ -2,8 +2,8 @@
 
 Lightning 2.5-2.6 writes ``last.ckpt`` only in validation epochs that also save a top-k
 checkpoint, and at the end of fit only if no ``last.ckpt`` was ever written: a run whose last
-epochs did not improve the monitored metric ended with ``last.ckpt`` several epochs old, and
-resuming it trained those epochs again. This subclass also writes ``last.ckpt`` at the end of
+epochs do not improve the monitored metric would end with ``last.ckpt`` several epochs old, and
+resuming it would train those epochs again. This subclass also writes ``last.ckpt`` at the end of
 every training epoch (after that epoch's validation and after Lightning's own saving, which it
 must not pre-empt: Lightning skips a step it has already saved) and at the end of fit (a time
 limit, early stopping, the last epoch), whenever the step has moved since it was last written.

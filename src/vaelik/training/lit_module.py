@@ -113,8 +113,8 @@ class VAELitModule(pl.LightningModule):
         """On the steps the loggers write (every ``trainer.log_every_n_steps``): the metrics
         as ``train/<metric>_step`` (the loss also to the progress bar) and ``train/kl_weight``.
         Epoch means come from running sums instead of Lightning's own accumulation: a
-        ``self.log`` call costs Lightning a walk over its result object, and seven a step were
-        a tenth of an MLP epoch on a CPU."""
+        ``self.log`` call costs Lightning a walk over its result object, and seven a step cost
+        about a tenth of an MLP epoch on a CPU."""
         every = self.trainer.log_every_n_steps  # 0: no step logging, as in Lightning
         if every and (self.global_step + 1) % every == 0:
             steps = {f"{name}_step": value for name, value in metrics.items()}

@@ -10,7 +10,7 @@ run computes:
   iterator draws its seed, so a killed-and-resumed run continues the uninterrupted run's
   streams.
 - **Settings.** Lightning restores the optimiser's learning rate from the checkpoint, so a new
-  ``optim.optimizer.lr`` on resume was silently ignored. Every setting outside
+  ``optim.optimizer.lr`` on resume would be silently ignored. Every setting outside
   ``RESUMABLE_CHANGES`` (how long to train, what to log, where files are) must equal the
   checkpoint's; a difference is refused, naming each key with both values.
 """

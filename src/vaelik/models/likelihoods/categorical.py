@@ -1,4 +1,4 @@
-"""A 256-way softmax per sub-pixel (PixelRNN's output; the seed notes its cost)."""
+"""A 256-way softmax per sub-pixel (PixelRNN's output): 256 decoder channels per data channel."""
 
 from __future__ import annotations
 

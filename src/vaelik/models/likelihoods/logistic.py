@@ -1,4 +1,4 @@
-"""Discretized logistic likelihoods for 8-bit pixels (Salimans et al. 2017, PixelCNN++; seed eq. 9).
+"""Discretized logistic likelihoods for 8-bit pixels (Salimans et al. 2017, PixelCNN++).
 
 Pixel values x in {0, ..., 255} are mapped to c = x / 127.5 - 1 in [-1, 1], bins of half-width
 h = 1/255. A logistic with mean mu and scale s puts on x the mass of its bin,
@@ -68,7 +68,7 @@ def intensity_to_pixels(v: torch.Tensor) -> torch.Tensor:
 
 def bound_log_scale(raw: torch.Tensor, log_scale_min: float, bounded: bool) -> torch.Tensor:
     """The log-scale from the decoder: ``log_scale_min + |log_scale_min| sigmoid(raw)`` (in
-    [log_scale_min, 0], the seed's sigmoid bound) when ``bounded``, else ``max(raw, min)``."""
+    [log_scale_min, 0]: a sigmoid bound) when ``bounded``, else ``max(raw, min)``."""
     if bounded:
         return log_scale_min - log_scale_min * torch.sigmoid(raw)
     return torch.clamp(raw, min=log_scale_min)
@@ -102,7 +102,7 @@ class DiscretizedLogisticImage(Distribution):
 
 class LogisticHead(LikelihoodHead):
     """What the logistic heads share: 8-bit data, and the log-scale's floor ``log_scale_min``
-    (< 0) with, when ``bounded``, the seed's sigmoid bound to [``log_scale_min``, 0]."""
+    (< 0) with, when ``bounded``, a sigmoid bound to [``log_scale_min``, 0]."""
 
     accepts = EIGHT_BIT
     remedy = EIGHT_BIT_REMEDY
@@ -122,7 +122,7 @@ class LogisticHead(LikelihoodHead):
 
 
 class DiscretizedLogisticHead(LogisticHead):
-    """A discretized logistic per sub-pixel (the seed's CIFAR-10 head): 2 decoder channels per
+    """A discretized logistic per sub-pixel (``experiment=cifar10``'s head): 2 decoder channels per
     data channel (means, then log-scales); the log-scale bounded by default."""
 
     name = "discretized_logistic"
