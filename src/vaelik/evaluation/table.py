@@ -265,6 +265,12 @@ def write_table(rows: list[dict[str, Any]], output_dir: Path) -> None:
     writer.writeheader()
     writer.writerows(rows)
     replace_text(output_dir / "results.csv", table.getvalue())
+    replace_text(output_dir / "results.md", markdown_table(rows) + "\n")
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The rows as ``results.md`` shows them: the columns a reader compares, then a line per
+    distinct (K, examples, machine) saying how the IS column was measured."""
     lines = [
         "| model | test log p(x) | published | bits/dim | k-hat > 0.7 | AIS - IS (n) | epochs "
         "| val log p(x), per 10 epochs at the end | training |",
@@ -296,7 +302,7 @@ def write_table(rows: list[dict[str, Any]], output_dir: Path) -> None:
         lines.append(f"IS with K = {samples} on {examples} examples, measured on {machine}.")
     if not rows:
         lines.append("No checkpoints.")
-    replace_text(output_dir / "results.md", "\n".join(lines) + "\n")
+    return "\n".join(lines)
 
 
 def replace_text(path: Path, text: str) -> None:
