@@ -1,7 +1,7 @@
 """Estimators against an exact reference: the error of each ``vaelik-eval`` run, per example.
 
 Evaluate the same examples of a model with a 2-D latent once by quadrature and once by each
-estimator, then compare (the README's "Every estimator against the exact answer" table):
+estimator, then compare (the "Every estimator against the exact answer" table of docs/results.md):
 
     C=outputs/train/runs/<run of vaelik-train latent_dim=2>/checkpoints/last.ckpt
     for e in quadrature importance ais; do
@@ -12,7 +12,11 @@ estimator, then compare (the README's "Every estimator against the exact answer"
     python benchmarks/estimator_accuracy.py --reference acc/quadrature \\
         acc/naive acc/importance acc/ais
 
-Prints a markdown table (mean, median, best and worst error in nats, how many examples are
+The reference may also be another model evaluated on the same examples: the mean error is then
+the paired change in log p(x), as in the ablation of the paper-faithful HVAE (docs/results.md).
+
+Prints a markdown table (mean with its paired standard error, median, best and worst error in
+nats, how many examples are
 more than a nat low and how many of those the estimator flagged, the flagged share, seconds
 per example) and, with ``--json``, writes its rows.
 """

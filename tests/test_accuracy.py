@@ -55,12 +55,17 @@ def test_errors_are_joined_on_the_example_index(runs):
     row = accuracy_row(estimate, exact)
     # errors by example: 0: -0.1, 1: -5.0, 2: -1.5, 3: +0.1
     assert row["mean_error"] == pytest.approx(-6.5 / 4)
+    # paired standard error: the sample standard deviation of the errors over sqrt(4)
+    assert row["mean_error_stderr"] == pytest.approx((16.7075 / 3) ** 0.5 / 2)
     assert row["median_error"] == pytest.approx(-1.5)  # torch's median: the lower middle value
     assert (row["best_error"], row["worst_error"]) == pytest.approx((0.1, -5.0))
     assert (row["missed"], row["missed_and_flagged"]) == (2, 1)
     assert row["flagged_share"] == 0.25 and row["seconds_per_example"] == 0.5
     table = accuracy_table([row], exact)
-    assert "| is | importance, encoder | -1.625 | -1.500 | +0.10 / -5.00 | 2 (1) | 25.0% |" in table
+    row_line = (
+        "| is | importance, encoder | -1.625 +- 1.180 | -1.500 | +0.10 / -5.00 | 2 (1) | 25.0% |"
+    )
+    assert row_line in table
     assert "4 examples, mean log p(x) -11.500" in table
 
 

@@ -78,7 +78,7 @@ def choices(prior: str, posterior: str, model: str, likelihood: str = "bernoulli
     if posterior == "iaf":
         overrides += ["posterior.hidden=[16]", "posterior.context_features=4"]
     if model == "hvae":
-        overrides += ["model.guide.lower.hidden=[8]", "model.prior.conditional.hidden=[8]"]
+        overrides += ["model.lower.hidden=[8]", "model.conditional.hidden=[8]"]
     return overrides
 
 
@@ -341,8 +341,8 @@ def test_hvae_with_vampprior_and_iwae_trains_through_the_cli(tmp_path, monkeypat
             "objective=iwae",
             *TINY_RUN,
             "prior.num_pseudo_inputs=4",
-            "model.guide.lower.hidden=[8]",
-            "model.prior.conditional.hidden=[8]",
+            "model.lower.hidden=[8]",
+            "model.conditional.hidden=[8]",
             "objective.num_samples=3",
             f"hydra.run.dir={run_dir}",
         ],
@@ -352,8 +352,8 @@ def test_hvae_with_vampprior_and_iwae_trains_through_the_cli(tmp_path, monkeypat
     for key in ("train/loss", "val/elbo", "val/log_px", "val/bpd"):
         assert math.isfinite(metrics[key]), key
     config = OmegaConf.load(run_dir / "config.yaml")
-    assert config.model.guide._target_ == "vaelik.models.hierarchical.TwoLayerGuide"
-    assert config.model.prior.top._target_ == "vaelik.models.priors.VampPrior"
+    assert config.model._target_ == "vaelik.models.hierarchical.HierarchicalVAE"
+    assert config.model.prior._target_ == "vaelik.models.priors.VampPrior"
     assert config.objective._target_ == "vaelik.inference.objectives.Iwae"
     assert (run_dir / "checkpoints/last.ckpt").is_file()
 
@@ -437,8 +437,8 @@ def test_hvae_with_convolutional_networks_trains_and_estimates(network):
             "encoder.channels=[8,8]",
             "decoder.channels=[8,8]",
             "latent_dim=3",
-            "model.guide.lower.hidden=[8]",
-            "model.prior.conditional.hidden=[8]",
+            "model.lower.hidden=[8]",
+            "model.conditional.hidden=[8]",
         ],
         output_dir="unused",
     )

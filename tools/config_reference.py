@@ -6,7 +6,8 @@ with its default as written in the file and its description: the comment block d
 the key, or the comment after it on its line. A comment block that opens a file describes the
 option itself. A key without a comment of its own takes the description of the same key in
 another option of its group, or in the group it sets (``trainer.max_epochs`` in an experiment is
-``max_epochs`` of ``conf/trainer/``), or of ``vaelik-train``'s config; Hydra's own keys
+``max_epochs`` of ``conf/trainer/``), or the same key in any file (``model.init`` of
+``conf/model/``), or of ``vaelik-train``'s config; Hydra's own keys
 (``_target_``, ``_partial_``, ``defaults``) are described once here. The page is generated,
 never edited by hand:
 
@@ -180,6 +181,9 @@ def describe_missing(configs: dict[tuple[str, str], ConfigFile]) -> None:
         for entry in config.entries:
             if entry.description:
                 known.setdefault((group, entry.path), entry.description)
+    by_path: dict[str, str] = {}
+    for (_, path), description in known.items():
+        by_path.setdefault(path, description)
     train = ("", "vaelik-train")
     for (group, _), config in configs.items():
         for entry in config.entries:
@@ -189,6 +193,7 @@ def describe_missing(configs: dict[tuple[str, str], ConfigFile]) -> None:
             entry.description = (
                 known.get((group, entry.path))
                 or known.get((head, rest))
+                or by_path.get(entry.path)
                 or next((e.description for e in configs[train].entries if e.path == entry.path), "")
                 or HYDRA_KEYS.get(entry.path.rsplit(".", 1)[-1], "")
             )

@@ -4,8 +4,11 @@ exact answer, the table of docs/results.md.
 Each input is the folder a ``vaelik-eval`` run wrote (``per_example.csv``, ``summary.json``). The
 reference is typically ``estimator=quadrature`` on a model with a 1- or 2-D latent; every other
 run is joined to it on the example index, and its error e_i = log p_hat(x_i) - log p(x_i)
-(nats, negative = too low) is summarised: mean, median, best and worst, how many examples are
-more than a nat low, the share the run itself flagged, and how many of the bad ones it flagged.
+(nats, negative = too low) is summarised: mean with its paired standard error sd(e) / sqrt(n),
+median, best and worst, how many examples are more than a nat low, the share the run itself
+flagged, and how many of the bad ones it flagged. The reference may also be another model
+measured on the same examples (an ablation): the mean is then the change in log p(x) and its
+standard error the paired one, free of the spread between examples.
 """
 
 from __future__ import annotations
@@ -83,6 +86,7 @@ def accuracy_row(run: EvaluationRun, reference: EvaluationRun) -> dict[str, floa
         "estimator": f"{run.summary.get('estimator')}, {run.summary.get('proposal')}",
         "examples": len(reference.index),
         "mean_error": error.mean().item(),
+        "mean_error_stderr": (error.std() / len(error) ** 0.5).item() if len(error) > 1 else 0.0,
         "median_error": error.median().item(),
         "best_error": error.max().item(),
         "worst_error": error.min().item(),
@@ -96,13 +100,14 @@ def accuracy_row(run: EvaluationRun, reference: EvaluationRun) -> dict[str, floa
 def accuracy_table(rows: list[dict], reference: EvaluationRun) -> str:
     """The rows as a markdown table, with the reference's own line under it."""
     lines = [
-        f"| run | estimator | mean minus exact | median | best / worst | > {MISS_NATS:g} nat low "
-        "(flagged) | flagged | s / example |",
+        "| run | estimator | mean minus reference | median | best / worst "
+        f"| > {MISS_NATS:g} nat low (flagged) | flagged | s / example |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
         lines.append(
-            f"| {row['run']} | {row['estimator']} | {row['mean_error']:+.3f} | "
+            f"| {row['run']} | {row['estimator']} | {row['mean_error']:+.3f} "
+            f"+- {row['mean_error_stderr']:.3f} | "
             f"{row['median_error']:+.3f} | {row['best_error']:+.2f} / {row['worst_error']:+.2f} "
             f"| {row['missed']} ({row['missed_and_flagged']}) | {row['flagged_share']:.1%} | "
             f"{row['seconds_per_example']:.2f} |"

@@ -14,7 +14,7 @@ streams stay exact for every guide: ``noise [K, B, noise_dims]``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -31,19 +31,51 @@ def gaussian_log_prob(z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -
     return Independent(Normal(loc, scale, validate_args=False), 1).log_prob(z)
 
 
-def positive_scale(raw: torch.Tensor, log_scale_bound: float | None, min_scale: float):
-    """sigma from an unconstrained ``raw``: ``exp(b * tanh(raw))`` (log sigma in [-b, b]) with
-    a bound b, else ``softplus(raw) + min_scale``."""
-    if log_scale_bound is None:
-        return F.softplus(raw) + min_scale
-    return torch.exp(log_scale_bound * torch.tanh(raw))
+class ScaleRule:
+    """How a Gaussian layer turns its unconstrained output ``h [..., L]`` into sigma > 0:
 
+    - ``log_var_bounds = (lo, hi)``: log sigma^2 = hardtanh(h, lo, hi), the VampPrior paper's
+      rule with (-6, 2) (sigma in [0.05, 2.72]; h outside the range gets no gradient);
+    - ``log_scale_bound = b``: log sigma = b tanh(h), log sigma in [-b, b] (smooth);
+    - neither: sigma = softplus(h) + ``min_scale`` (unbounded above).
 
-def check_scale_options(log_scale_bound: float | None, min_scale: float) -> None:
-    if log_scale_bound is not None and log_scale_bound <= 0:
-        raise ConfigError(f"log_scale_bound must be > 0 or null, got {log_scale_bound}")
-    if min_scale < 0:
-        raise ConfigError(f"min_scale must be >= 0, got {min_scale}")
+    A bound keeps early training from producing infinite importance weights; the two bounds
+    exclude each other.
+    """
+
+    def __init__(
+        self,
+        log_scale_bound: float | None = None,
+        min_scale: float = 1e-4,
+        log_var_bounds: Sequence[float] | None = None,
+    ) -> None:
+        if log_scale_bound is not None and log_scale_bound <= 0:
+            raise ConfigError(f"log_scale_bound must be > 0 or null, got {log_scale_bound}")
+        if min_scale < 0:
+            raise ConfigError(f"min_scale must be >= 0, got {min_scale}")
+        if log_var_bounds is not None:
+            if len(log_var_bounds) != 2 or not log_var_bounds[0] < log_var_bounds[1]:
+                raise ConfigError(
+                    f"log_var_bounds must be [low, high] with low < high, got {log_var_bounds}"
+                )
+            if log_scale_bound is not None:
+                raise ConfigError(
+                    "log_var_bounds and log_scale_bound are two bounds on the same scale: set "
+                    "one of them to null"
+                )
+        self.log_scale_bound, self.min_scale = log_scale_bound, min_scale
+        self.log_var_bounds: tuple[float, float] | None = None
+        if log_var_bounds is not None:
+            self.log_var_bounds = (float(log_var_bounds[0]), float(log_var_bounds[1]))
+
+    def __call__(self, raw: torch.Tensor) -> torch.Tensor:
+        """sigma ``[..., L]`` from ``raw [..., L]``."""
+        if self.log_var_bounds is not None:
+            low, high = self.log_var_bounds
+            return torch.exp(0.5 * F.hardtanh(raw, low, high))
+        if self.log_scale_bound is None:
+            return F.softplus(raw) + self.min_scale
+        return torch.exp(self.log_scale_bound * torch.tanh(raw))
 
 
 def check_latent_dim(latent_dim: int) -> int:
@@ -163,9 +195,10 @@ class Guide(nn.Module):
 class DiagonalGaussianGuide(Guide):
     """q(z|x) = N(mu(x), diag sigma(x)^2) from encoder outputs ``[B, 2L]``.
 
-    The first L outputs are mu; the last L give sigma, ``softplus(h) + min_scale`` or, with
-    ``log_scale_bound = b`` (``experiment=cifar10`` sets 5), ``exp(b * tanh(h))``, which keeps
-    log sigma in [-b, b] so that early training cannot produce infinite weights.
+    The first L outputs are mu; the last L give sigma by a :class:`ScaleRule`:
+    ``softplus(h) + min_scale``, or with ``log_scale_bound = b`` (``experiment=cifar10`` sets
+    5) ``exp(b * tanh(h))``, or with ``log_var_bounds = (lo, hi)`` (the VampPrior paper's
+    (-6, 2)) ``exp(hardtanh(h, lo, hi) / 2)``.
     """
 
     name = "diagonal_gaussian"
@@ -178,14 +211,13 @@ class DiagonalGaussianGuide(Guide):
         log_scale_bound: float | None = None,
         min_scale: float = 1e-4,
         encoder_features: int | None = None,
+        log_var_bounds: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         self.latent_dim = check_latent_dim(latent_dim)
-        check_scale_options(log_scale_bound, min_scale)
+        self.scale_rule = ScaleRule(log_scale_bound, min_scale, log_var_bounds)
         check_encoder_features(self.name, encoder_features, 2 * self.latent_dim)
         self.encoder = encoder
-        self.log_scale_bound = log_scale_bound
-        self.min_scale = min_scale
 
     def gaussian(self, params: torch.Tensor) -> DiagonalGaussianPosterior:
         """Encoder outputs ``[B, 2L]`` -> N(mu, diag sigma^2)."""
@@ -196,9 +228,7 @@ class DiagonalGaussianGuide(Guide):
                 "2 * latent_dim"
             )
         loc, raw_scale = params.chunk(2, dim=-1)
-        return DiagonalGaussianPosterior(
-            loc, positive_scale(raw_scale, self.log_scale_bound, self.min_scale)
-        )
+        return DiagonalGaussianPosterior(loc, self.scale_rule(raw_scale))
 
     def forward(self, x: torch.Tensor) -> DiagonalGaussianPosterior:
         return self.gaussian(self.encoder(x))

@@ -1,37 +1,50 @@
-"""Two stochastic layers: the hierarchical VAE of the VampPrior paper (Tomczak & Welling 2018).
+"""Stochastic layers stacked: the hierarchical VAE of the VampPrior paper (Tomczak & Welling
+2018), with L >= 2 layers.
 
-    p(x, z1, z2) = p(z2) p(z1|z2) p(x|z1, z2),   q(z1, z2|x) = q(z2|x) q(z1|x, z2).
+    p(x, z_1..z_L) = p(z_L) prod_{l<L} p(z_l|z_{l+1}) p(x|z_1, ..., z_L),
+    q(z_1..z_L|x) = q(z_L|x) prod_{l<L} q(z_l|x, z_{l+1})
 
-Latents are one tensor ``z = [z2, z1]`` (top layer first), ``[..., L2 + L1]``, so estimators,
-proposals and AIS treat the hierarchy like any other latent. p(z2) is any prior of
-:mod:`vaelik.models.priors`; q(z2|x) is any guide (diagonal Gaussian, IAF); the conditionals
-p(z1|z2) and q(z1|x, z2) are diagonal Gaussians from MLPs. The decoder reads the whole z.
+(bottom-up inference, top-down generation). Latents are one tensor ``z = [z_L, ..., z_1]``
+(top layer first), so estimators, proposals and AIS treat the hierarchy like any other latent.
+p(z_L) is any prior of :mod:`vaelik.models.priors`; q(z_L|x) is any guide (diagonal Gaussian,
+IAF); the conditionals are diagonal Gaussians from MLPs. The decoder reads the whole z.
+
+A hierarchy is built one layer at a time: a :class:`TwoLayerGuide` puts a layer q(z_l|x,
+z_{l+1}) under a guide over ``[z_L, ..., z_{l+1}]`` (itself one layer or a stack), reading only
+that guide's bottom layer z_{l+1}; :class:`TwoLayerPrior` does the same for p(z_l|z_{l+1}).
+:class:`HierarchicalVAE` stacks ``num_layers`` of them from one template of each layer.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from vaelik.errors import ConfigError
 from vaelik.models.guides import (
     BaseLogProb,
     DiagonalGaussianPosterior,
     Guide,
     Posterior,
+    ScaleRule,
     check_latent_dim,
-    check_scale_options,
     gaussian_log_prob,
-    positive_scale,
 )
-from vaelik.models.networks import mlp
+from vaelik.models.networks import branch_and_join
 from vaelik.models.priors import Prior
+from vaelik.models.vae import VAE
 
 
 class ConditionalGaussian(nn.Module):
     """N(mu(h), diag sigma(h)^2) over ``latent_dim`` from inputs ``h [..., in_features]``: an
-    MLP ``in_features -> hidden... -> 2 * latent_dim`` (sigma as in the diagonal guide)."""
+    MLP ``in_features -> hidden... -> 2 * latent_dim``, sigma by the :class:`ScaleRule` of
+    ``log_scale_bound``, ``min_scale``, ``log_var_bounds``. With ``branches`` (the widths of
+    the last inputs, e.g. ``[L]`` for the layer above), those inputs first pass through their
+    own layer of ``branch_width`` and the MLP reads them joined with the rest
+    (:class:`~vaelik.models.networks.Branches`)."""
 
     def __init__(
         self,
@@ -41,31 +54,45 @@ class ConditionalGaussian(nn.Module):
         activation: str = "tanh",
         log_scale_bound: float | None = None,
         min_scale: float = 1e-4,
+        log_var_bounds: Sequence[float] | None = None,
+        branches: Sequence[int] | None = None,
+        branch_width: int = 300,
     ) -> None:
         super().__init__()
         self.latent_dim = check_latent_dim(latent_dim)
-        check_scale_options(log_scale_bound, min_scale)
-        self.net = mlp([int(in_features), *hidden, 2 * self.latent_dim], activation)
-        self.log_scale_bound, self.min_scale = log_scale_bound, min_scale
+        self.scale_rule = ScaleRule(log_scale_bound, min_scale, log_var_bounds)
+        self.net = branch_and_join(
+            int(in_features), 2 * self.latent_dim, hidden, activation, branches, branch_width
+        )
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """loc, scale, each ``[..., latent_dim]``."""
         loc, raw = self.net(h).chunk(2, dim=-1)
-        return loc, positive_scale(raw, self.log_scale_bound, self.min_scale)
+        return loc, self.scale_rule(raw)
 
 
 class TwoLayerPosterior(Posterior):
-    """q(z2|x) q(z1|x, z2) for a batch: the top posterior, the lower layer's features of x
-    ``[B, F]`` and the conditional network. Noise ``[K, B, top noise + L1]``."""
+    """q(z_top|x) q(z1|x, z2) for a batch: the top posterior (over z2, or over a stack
+    ``[..., z2]`` whose bottom layer z2 is ``bottom_dims`` wide), the lower layer's features of
+    x ``[B, F]`` and the conditional network. Noise ``[K, B, top noise + L1]``."""
 
-    def __init__(self, top: Posterior, features: torch.Tensor, lower: ConditionalGaussian):
+    def __init__(
+        self,
+        top: Posterior,
+        features: torch.Tensor,
+        lower: ConditionalGaussian,
+        bottom_dims: int | None = None,
+    ):
         self.top, self.features, self.lower = top, features, lower
+        self.bottom_dims = bottom_dims
         self.loc, self.scale = top.loc, top.scale
         self.can_score = top.can_score
         self.noise_dims = top.noise_dims + lower.latent_dim
 
-    def lower_gaussian(self, z2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """loc, scale of q(z1|x, z2) for ``z2 [..., B, L2]``."""
+    def lower_gaussian(self, z_top: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """loc, scale of q(z1|x, z2) for the layers above, ``z_top [..., B, L_top]``, of which
+        it reads the bottom one, z2 (all of ``z_top`` in a two-layer model)."""
+        z2 = z_top if self.bottom_dims is None else z_top[..., -self.bottom_dims :]
         features = self.features.expand(*z2.shape[:-1], self.features.shape[-1])
         return self.lower(torch.cat([features, z2], dim=-1))
 
@@ -82,7 +109,9 @@ class TwoLayerPosterior(Posterior):
         return self.top.log_prob_with_base(z2, base_log_prob) + gaussian_log_prob(z1, loc, scale)
 
     def rows(self, rows: slice) -> TwoLayerPosterior:
-        return TwoLayerPosterior(self.top.rows(rows), self.features[rows], self.lower)
+        return TwoLayerPosterior(
+            self.top.rows(rows), self.features[rows], self.lower, self.bottom_dims
+        )
 
     @property
     def mean(self) -> torch.Tensor:
@@ -91,9 +120,10 @@ class TwoLayerPosterior(Posterior):
 
 
 class TwoLayerGuide(Guide):
-    """q(z2|x) from ``top`` (a guide over L2), q(z1|x, z2) from ``lower_encoder(x)`` features
-    (``lower_features`` wide) joined with z2 and fed to ``lower`` (a :class:`ConditionalGaussian`
-    over L1 with ``lower_features + L2`` inputs)."""
+    """q(z2|x) from ``top`` (a guide over L2, or a stacked guide whose bottom layer is z2),
+    q(z1|x, z2) from ``lower_encoder(x)`` features (``lower_features`` wide) joined with z2 and
+    fed to ``lower`` (a :class:`ConditionalGaussian` over L1 with ``lower_features + L2``
+    inputs)."""
 
     name = "hierarchical"
 
@@ -103,18 +133,28 @@ class TwoLayerGuide(Guide):
         self.latent_dim = top.latent_dim + lower.latent_dim
         self.can_score = top.can_score
         self.gaussian_top = top.gaussian_top
-        self.name = f"{top.name} (top layer of model=hvae)"
+        self.name = (
+            top.name if isinstance(top, TwoLayerGuide) else f"{top.name} (top layer of model=hvae)"
+        )
+
+    @property
+    def bottom_dim(self) -> int:
+        """Width of the lowest layer this guide draws (z1)."""
+        return self.lower.latent_dim
 
     def forward(self, x: torch.Tensor) -> TwoLayerPosterior:
-        return TwoLayerPosterior(self.top(x), self.lower_encoder(x), self.lower)
+        stacked = isinstance(self.top, TwoLayerGuide)
+        bottom = self.top.bottom_dim if stacked else None
+        return TwoLayerPosterior(self.top(x), self.lower_encoder(x), self.lower, bottom)
 
     def top_gaussian(self, x: torch.Tensor) -> DiagonalGaussianPosterior:
         return self.top.top_gaussian(x)
 
 
 class TwoLayerPrior(Prior):
-    """p(z2) p(z1|z2): ``top`` is any prior over L2, ``conditional`` a
-    :class:`ConditionalGaussian` from z2 to z1. Noise ``[..., top noise + L1]``."""
+    """p(z_top) p(z1|z2): ``top`` is any prior over L2 (or a stacked prior whose bottom layer
+    is z2), ``conditional`` a :class:`ConditionalGaussian` from z2 to z1. Noise
+    ``[..., top noise + L1]``."""
 
     def __init__(self, top: Prior, conditional: ConditionalGaussian) -> None:
         super().__init__()
@@ -125,15 +165,67 @@ class TwoLayerPrior(Prior):
     def split(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return z.split([self.top.latent_dim, self.conditional.latent_dim], dim=-1)
 
+    def bottom(self, z_top: torch.Tensor) -> torch.Tensor:
+        """z2, the layer p(z1|z2) reads: the top prior's bottom layer (all of it for two)."""
+        if isinstance(self.top, TwoLayerPrior):
+            return z_top[..., -self.top.conditional.latent_dim :]
+        return z_top
+
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        z2, z1 = self.split(z)
-        loc, scale = self.conditional(z2)
-        return self.top.log_prob(z2) + gaussian_log_prob(z1, loc, scale)
+        z_top, z1 = self.split(z)
+        loc, scale = self.conditional(self.bottom(z_top))
+        return self.top.log_prob(z_top) + gaussian_log_prob(z1, loc, scale)
 
     def sample(self, noise: torch.Tensor) -> torch.Tensor:
-        z2 = self.top.sample(noise[..., : self.top.noise_dims])
-        loc, scale = self.conditional(z2)
-        return torch.cat([z2, noise[..., self.top.noise_dims :] * scale + loc], dim=-1)
+        z_top = self.top.sample(noise[..., : self.top.noise_dims])
+        loc, scale = self.conditional(self.bottom(z_top))
+        return torch.cat([z_top, noise[..., self.top.noise_dims :] * scale + loc], dim=-1)
 
     def bind(self, guide: Guide) -> None:
         self.top.bind(guide)
+
+
+def fresh_copy(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` with every layer's parameters drawn afresh (``reset_parameters``)."""
+    twin = copy.deepcopy(module)
+    for layer in twin.modules():
+        if hasattr(layer, "reset_parameters"):
+            layer.reset_parameters()
+    return twin
+
+
+class HierarchicalVAE(VAE):
+    """A :class:`~vaelik.models.vae.VAE` with ``num_layers`` = L >= 2 stochastic layers of the
+    same width: the top layer's guide q(z_L|x) and prior p(z_L) (any of the posterior and prior
+    groups), and for each layer below, ``lower_encoder`` features of x and the conditionals
+    ``lower`` q(z_l|x, z_{l+1}) and ``conditional`` p(z_l|z_{l+1}); the first of each is used
+    as given, every further one is a copy with fresh parameters. The decoder reads the whole
+    latent ``[z_L, ..., z_1]``; ``init`` as for :class:`~vaelik.models.vae.VAE`. With L = 2
+    this is the two-layer model, parameter for parameter."""
+
+    def __init__(
+        self,
+        guide: Guide,
+        lower_encoder: nn.Module,
+        lower: ConditionalGaussian,
+        prior: Prior,
+        conditional: ConditionalGaussian,
+        decoder: nn.Module,
+        likelihood,
+        num_layers: int = 2,
+        input_scale: float = 1.0,
+        init: str = "default",
+    ) -> None:
+        if int(num_layers) != num_layers or num_layers < 2:
+            raise ConfigError(
+                f"model.num_layers must be an integer >= 2, got {num_layers} (model=vae is the "
+                "one-layer model)"
+            )
+        for layer in range(int(num_layers) - 1):
+            if layer > 0:
+                lower_encoder, lower, conditional = map(
+                    fresh_copy, (lower_encoder, lower, conditional)
+                )
+            guide = TwoLayerGuide(guide, lower_encoder, lower)
+            prior = TwoLayerPrior(prior, conditional)
+        super().__init__(guide, prior, decoder, likelihood, input_scale, init)

@@ -28,10 +28,9 @@ from vaelik.errors import ConfigError, UnsupportedCombinationError
 from vaelik.models.guides import (
     Guide,
     Posterior,
+    ScaleRule,
     check_encoder_features,
     check_latent_dim,
-    check_scale_options,
-    positive_scale,
 )
 from vaelik.models.networks import activation_layer, check_activation
 
@@ -146,10 +145,11 @@ class IAFGuide(Guide):
         min_scale: float = 1e-4,
         step_log_scale_bound: float = 5.0,
         encoder_features: int | None = None,
+        log_var_bounds: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         self.latent_dim = check_latent_dim(latent_dim)
-        check_scale_options(log_scale_bound, min_scale)
+        self.scale_rule = ScaleRule(log_scale_bound, min_scale, log_var_bounds)
         check_activation(activation)
         if int(num_steps) != num_steps or num_steps < 0:
             raise ConfigError(f"posterior.num_steps must be an integer >= 0, got {num_steps}")
@@ -162,7 +162,6 @@ class IAFGuide(Guide):
         check_encoder_features(self.name, encoder_features, 2 * self.latent_dim + context_features)
         self.encoder = encoder
         self.context_features = int(context_features)
-        self.log_scale_bound, self.min_scale = log_scale_bound, min_scale
         self.step_log_scale_bound = float(step_log_scale_bound)
         self.steps = nn.ModuleList(
             MADE(self.latent_dim, self.context_features, list(hidden), activation)
@@ -180,7 +179,7 @@ class IAFGuide(Guide):
         loc, raw_scale, context = params.split(
             [self.latent_dim, self.latent_dim, self.context_features], dim=-1
         )
-        scale = positive_scale(raw_scale, self.log_scale_bound, self.min_scale)
+        scale = self.scale_rule(raw_scale)
         return IAFPosterior(loc, scale, context, self)
 
     def flow(

@@ -48,25 +48,82 @@ class GatedLinear(nn.Module):
         return self.linear(x) * torch.sigmoid(self.gate(x))
 
 
-def mlp(sizes: Sequence[int], activation: str) -> nn.Sequential:
-    """Linear layers ``sizes[0] -> ... -> sizes[-1]``, ``activation`` between them (not after);
-    with ``activation=gated`` every hidden layer is a :class:`GatedLinear` and the last linear;
-    with ``tanh`` a :class:`~vaelik.models.folding.TanhMLP` (faster without autograd)."""
+def mlp(sizes: Sequence[int], activation: str, activate_last: bool = False) -> nn.Sequential:
+    """Linear layers ``sizes[0] -> ... -> sizes[-1]``, ``activation`` between them (and after the
+    last with ``activate_last``); with ``activation=gated`` every hidden layer is a
+    :class:`GatedLinear` and the last linear (gated too with ``activate_last``); with ``tanh`` a
+    :class:`~vaelik.models.folding.TanhMLP` (faster without autograd)."""
     check_activation(activation, gated_allowed=True)
     pairs = list(itertools.pairwise(sizes))
     if activation == GATED:
-        hidden = [GatedLinear(fan_in, fan_out) for fan_in, fan_out in pairs[:-1]]
-        return nn.Sequential(*hidden, nn.Linear(*pairs[-1]))
+        gated = pairs if activate_last else pairs[:-1]
+        hidden = [GatedLinear(fan_in, fan_out) for fan_in, fan_out in gated]
+        return nn.Sequential(*hidden, *([] if activate_last else [nn.Linear(*pairs[-1])]))
     layers: list[nn.Module] = []
     for i, (fan_in, fan_out) in enumerate(pairs):
         if i > 0:
             layers.append(ACTIVATIONS[activation]())
         layers.append(nn.Linear(fan_in, fan_out))
+    if activate_last:
+        return nn.Sequential(*layers, ACTIVATIONS[activation]())
     return TanhMLP(*layers) if activation == "tanh" else nn.Sequential(*layers)
 
 
+class Branches(nn.Module):
+    """The branch half of a branch-and-join network (the VampPrior paper's HVAE): inputs
+    ``[..., P + sum(sizes)]`` whose last features are several inputs side by side (latent
+    layers, say) of ``sizes``; each of those passes through its own layer to ``width`` features
+    (a :class:`GatedLinear`, or linear and ``activation``), the first P features (an input
+    already branched, such as an encoder's features) pass unchanged, and all are joined:
+    ``[..., P + len(sizes) * width]``."""
+
+    def __init__(self, sizes: Sequence[int], width: int, activation: str) -> None:
+        super().__init__()
+        self.sizes = [int(size) for size in sizes]
+        if not self.sizes or min(self.sizes) < 1 or int(width) < 1:
+            raise ConfigError(
+                f"branches must be a non-empty list of input widths >= 1 and branch_width >= 1, "
+                f"got branches={list(sizes)}, branch_width={width}"
+            )
+        self.width = int(width)
+        self.branches = nn.ModuleList(
+            mlp([size, self.width], activation, True) for size in self.sizes
+        )
+
+    def out_features(self, in_features: int) -> int:
+        return in_features - sum(self.sizes) + len(self.sizes) * self.width
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        passed, *parts = h.split([h.shape[-1] - sum(self.sizes), *self.sizes], dim=-1)
+        joined = [branch(part) for branch, part in zip(self.branches, parts, strict=True)]
+        return torch.cat([passed, *joined], dim=-1)
+
+
+def branch_and_join(
+    in_features: int,
+    out_features: int,
+    hidden: Sequence[int],
+    activation: str,
+    branches: Sequence[int] | None = None,
+    branch_width: int = 300,
+) -> nn.Sequential:
+    """An MLP ``in_features -> hidden... -> out_features``; with ``branches``, the inputs they
+    name first pass through :class:`Branches` and the MLP reads the joined features."""
+    if not branches:
+        return mlp([in_features, *hidden, out_features], activation)
+    split = Branches(branches, branch_width, activation)
+    if sum(split.sizes) > in_features:
+        raise ConfigError(
+            f"branches={split.sizes} need {sum(split.sizes)} inputs, the layer reads {in_features}"
+        )
+    return nn.Sequential(
+        split, mlp([split.out_features(in_features), *hidden, out_features], activation)
+    )
+
+
 class MLPEncoder(nn.Module):
-    """Flatten ``[B, C, H, W]`` and apply an MLP ``C*H*W -> hidden... -> out_features``."""
+    """Flatten ``[B, C, H, W]`` and apply an MLP ``C*H*W -> hidden... -> out_features`` (its
+    output activated too with ``activate_output``: a branch of a branch-and-join network)."""
 
     def __init__(
         self,
@@ -74,17 +131,22 @@ class MLPEncoder(nn.Module):
         out_features: int,
         hidden: Sequence[int] = (512, 256),
         activation: str = "relu",
+        activate_output: bool = False,
     ) -> None:
         super().__init__()
         self.in_shape = tuple(int(s) for s in in_shape)
-        self.net = mlp([math.prod(self.in_shape), *hidden, out_features], activation)
+        sizes = [math.prod(self.in_shape), *hidden, out_features]
+        self.net = mlp(sizes, activation, activate_output)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.flatten(-len(self.in_shape)))
 
 
 class MLPDecoder(nn.Module):
-    """MLP ``in_features -> hidden... -> P*H*W``, reshaped to ``out_shape = [P, H, W]``."""
+    """MLP ``in_features -> hidden... -> P*H*W``, reshaped to ``out_shape = [P, H, W]``; with
+    ``branches`` (the widths of the latent's layers, top first, or their number n for n equal
+    layers) each layer first passes through its own layer of ``branch_width`` and the MLP reads
+    them joined (see :class:`Branches`)."""
 
     def __init__(
         self,
@@ -92,10 +154,21 @@ class MLPDecoder(nn.Module):
         out_shape: Sequence[int],
         hidden: Sequence[int] = (256, 512),
         activation: str = "relu",
+        branches: int | Sequence[int] | None = None,
+        branch_width: int = 300,
     ) -> None:
         super().__init__()
         self.out_shape = tuple(int(s) for s in out_shape)
-        self.net = mlp([in_features, *hidden, math.prod(self.out_shape)], activation)
+        if isinstance(branches, int):
+            if branches < 1 or in_features % branches:
+                raise ConfigError(
+                    f"decoder.branches={branches} cannot split a latent of {in_features} into "
+                    "equal layers: give the number of layers, or their widths as a list"
+                )
+            branches = [in_features // branches] * branches
+        self.net = branch_and_join(
+            in_features, math.prod(self.out_shape), hidden, activation, branches, branch_width
+        )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z).unflatten(-1, self.out_shape)

@@ -16,6 +16,17 @@ from vaelik.errors import ConfigError
 from vaelik.models.guides import Guide, Posterior
 from vaelik.models.priors import Prior
 
+#: the choices of ``model.init``
+INITS = ("default", "he_normal")
+
+
+def he_normal(module: nn.Module) -> None:
+    """Redraw every linear layer's weight under ``module`` from N(0, 2 / fan_in)."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            with torch.no_grad():
+                layer.weight.normal_(0.0, (2.0 / layer.in_features) ** 0.5)
+
 
 class VAE(nn.Module):
     """p(x, z) = p(z) p(x|z) with an amortised guide q(z|x).
@@ -26,6 +37,10 @@ class VAE(nn.Module):
         decoder: latents ``[N, L]`` -> likelihood parameters ``[N, P, H, W]``.
         likelihood: parameters -> p(x|z), event ``[C, H, W]``.
         input_scale: multiplies x before the guide (1/255 for 8-bit data, 1 for binary).
+        init: ``default`` keeps each layer's own initialisation (PyTorch's); ``he_normal``
+            redraws the weight of every linear layer of the guide, prior and decoder from
+            N(0, 2 / fan_in) (He et al. 2015, as the VampPrior paper's code does), biases
+            kept.
     """
 
     def __init__(
@@ -35,8 +50,11 @@ class VAE(nn.Module):
         decoder: nn.Module,
         likelihood,
         input_scale: float = 1.0,
+        init: str = "default",
     ) -> None:
         super().__init__()
+        if init not in INITS:
+            raise ConfigError(f"model.init must be one of {', '.join(INITS)}, got {init!r}")
         if prior.latent_dim != guide.latent_dim:
             raise ConfigError(
                 f"the prior is over {prior.latent_dim} dimensions but the guide draws "
@@ -48,6 +66,8 @@ class VAE(nn.Module):
         self.likelihood = likelihood
         self.input_scale = input_scale
         prior.bind(guide)
+        if init == "he_normal":
+            he_normal(self)
 
     @property
     def latent_dim(self) -> int:
