@@ -7,7 +7,7 @@ from vaelik.evaluation.table import results_table
 
 
 def main() -> None:
-    """Console-script entry point (``vaelik-results checkpoints=[name=PATH,...]``)."""
+    """Console-script entry point (``vaelik-results checkpoints={name:PATH,...}``)."""
     run_hydra_app(results_table, "results")
 
 

@@ -97,8 +97,9 @@ def check_same_run(saved: Any, config: Any, path: str) -> None:
         raise CheckpointError(
             f"resuming {path} would change the run it continues: {listed}{more}. A resumed run "
             "keeps its model, objective, optimiser and data (Lightning restores the optimiser's "
-            "state, so a new learning rate would be ignored); only trainer, callbacks, logger "
-            "and paths settings may change. Resume with the run's own settings, or start a new "
+            "state, so a new learning rate would be ignored); only how long it trains and what it "
+            "logs may change (trainer, callbacks, logger, paths, the per-epoch estimator and "
+            "proposal, the data folder). Resume with the run's own settings, or start a new "
             "run in a new folder."
         )
 
