@@ -590,3 +590,158 @@ def test_three_layer_importance_sampling_finds_the_closed_form_log_px():
     assert torch.all(estimate.mc_stderr < 0.01) and torch.all(estimate.mc_stderr > 0)
     error = (estimate.log_px - exact).abs()
     assert torch.all(error < 4 * estimate.mc_stderr), (error, estimate.mc_stderr)
+
+
+# --- the earlier two-layer layout, checks at build time, the ablation options -----------------
+
+
+def legacy_layout(model: dict) -> dict:
+    """A HierarchicalVAE node (num_layers 2) as configs stored model=hvae before num_layers."""
+    return {
+        "_target_": "vaelik.models.vae.VAE",
+        "guide": {
+            "_target_": "vaelik.models.hierarchical.TwoLayerGuide",
+            "top": model["guide"],
+            "lower_encoder": model["lower_encoder"],
+            "lower": model["lower"],
+        },
+        "prior": {
+            "_target_": "vaelik.models.hierarchical.TwoLayerPrior",
+            "top": model["prior"],
+            "conditional": model["conditional"],
+        },
+        "decoder": model["decoder"],
+    }
+
+
+def hvae_config() -> dict:
+    from omegaconf import OmegaConf
+
+    cfg = compose_config("train", ["experiment=bmnist_hvae_vampprior", "paths.data_dir=/nowhere"])
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def test_a_run_stored_in_the_earlier_two_layer_layout_resumes_and_builds_the_same_model():
+    """A checkpoint config of model=hvae from before num_layers (VAE around TwoLayerGuide and
+    TwoLayerPrior) resumes under today's config, refuses a real change, and builds the very
+    same parameters under the same seed."""
+    from hydra.utils import instantiate
+
+    from vaelik.errors import CheckpointError
+    from vaelik.models.likelihoods import BernoulliHead as Head
+    from vaelik.training.resume import check_same_run
+
+    today = hvae_config()
+    stored = {**today, "model": legacy_layout(today["model"])}
+    check_same_run(stored, today, "last.ckpt")
+    changed = copy.deepcopy(stored)
+    changed["model"]["guide"]["lower"]["hidden"] = [200]
+    with pytest.raises(CheckpointError, match=r"model\.lower\.hidden: \[200\] -> \[300\]"):
+        check_same_run(changed, today, "last.ckpt")
+
+    models = []
+    for model in (stored["model"], today["model"]):
+        torch.manual_seed(0)
+        models.append(instantiate(model, likelihood=Head(1)))
+    old, new = (m.state_dict() for m in models)
+    assert list(old) == list(new)
+    assert all(torch.equal(old[key], new[key]) for key in old)
+
+
+def test_he_init_keeps_an_iaf_step_the_identity_at_the_start():
+    """model.init=he_normal leaves the zero output layers of IAF steps at zero, so an untrained
+    flow still returns its base draw."""
+    cfg = compose_config(
+        "train",
+        ["experiment=bmnist_vae_paper", "posterior=iaf", "paths.data_dir=/nowhere"],
+    )
+    model = build_model(cfg, "binary")
+    for step in model.guide.steps:
+        assert step.output.weight.abs().max() == 0 and step.output_context.weight.abs().max() == 0
+    assert any(layer.weight.std() > 0.01 for layer in model.guide.steps[0].hidden_layers)
+
+
+@pytest.mark.parametrize(
+    ("ablation", "check"),
+    [
+        ("none", lambda c, m: c.optim.optimizer._target_.endswith("AdamNormGrad")),
+        ("optimizer", lambda c, m: c.optim.optimizer._target_ == "torch.optim.Adam"),
+        ("log_variance", lambda c, m: m.guide.lower.scale_rule.log_var_bounds is None),
+        ("init", lambda c, m: c.model.init == "default"),
+        ("layers", lambda c, m: sum(p.numel() for p in m.parameters()) != 2_823_024),
+        ("pseudo_inputs", lambda c, m: float(m.prior.top.pseudo_inputs.detach().mean()) < 0),
+    ],
+)
+def test_each_ablation_changes_its_detail_only(ablation, check):
+    """Every +ablation option composes with the paper HVAE and the sweep, and changes the detail
+    it names while the paper's other details stay."""
+    cfg = compose_config(
+        "train",
+        [
+            "experiment=bmnist_hvae_vampprior_paper",
+            "+sweep=paper_ablation",
+            f"+ablation={ablation}",
+            "paths.data_dir=/nowhere",
+        ],
+    )
+    model = build_model(cfg, "binary")
+    assert check(cfg, model)
+    assert cfg.trainer.max_epochs == 60 and cfg.objective.kl_warmup_epochs == 20
+    if ablation != "init":
+        assert cfg.model.init == "he_normal"
+    if ablation != "optimizer":
+        assert cfg.optim.optimizer._target_.endswith("AdamNormGrad")
+
+
+@pytest.mark.parametrize("proposal", ["student_t", "inflated", "defensive", "prior"])
+def test_every_proposal_and_ais_run_through_three_layers(proposal):
+    """A three-layer paper HVAE is estimated by IS with every proposal and by AIS: finite
+    values, and the same values for a subset of the examples (per-example streams)."""
+    import vaelik
+
+    cfg = compose_config(
+        "train",
+        ["experiment=bmnist_hvae_vampprior_paper", "model.num_layers=3", "paths.data_dir=/nowhere"],
+    )
+    torch.manual_seed(0)
+    model = build_model(cfg, "binary")
+    x = (torch.rand(3, 1, 28, 28) < 0.3).float()
+    both = vaelik.estimate(model, x, proposal=proposal, num_samples=8)
+    assert torch.isfinite(both.log_px).all()
+    one = vaelik.estimate(model, x, proposal=proposal, num_samples=8, examples=[1])
+    # float32 rounding of other matrix shapes only, at a few hundred nats
+    torch.testing.assert_close(one.log_px, both.log_px[1:2], rtol=1e-6, atol=1e-4)
+    if proposal == "prior":
+        ais = vaelik.make_estimator("ais", num_samples=2, num_steps=3, leapfrog_steps=1)
+        assert torch.isfinite(vaelik.estimate(model, x[:1], estimator=ais).log_px).all()
+
+
+def test_stacking_needs_one_width_and_layers_that_can_be_redrawn():
+    """num_layers > 2 refuses layers narrower than the top, and a layer holding parameters
+    that it cannot redraw; branches must be a number or a non-empty list."""
+    cfg = compose_config(
+        "train",
+        [
+            "experiment=bmnist_hvae_vampprior_paper",
+            "model.num_layers=3",
+            "model.lower.latent_dim=20",
+            "model.conditional.latent_dim=20",
+            "paths.data_dir=/nowhere",
+        ],
+    )
+    with pytest.raises(Exception) as raised:
+        build_model(cfg, "binary")
+    assert "every layer needs the top's width" in str(user_error_in(raised.value))
+
+    class Frozen(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(3))
+
+    from vaelik.models.hierarchical import fresh_copy
+
+    with pytest.raises(ConfigError, match="Frozen has parameters and no reset_parameters"):
+        fresh_copy(nn.Sequential(nn.Linear(2, 3), Frozen()))
+    with pytest.raises(ConfigError, match="non-empty list"):
+        ConditionalGaussian(8, 2, hidden=(4,), branches=[])
+    assert ConditionalGaussian(8, 2, hidden=(4,), branches=2)(torch.zeros(5, 8))[0].shape == (5, 2)

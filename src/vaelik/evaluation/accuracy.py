@@ -24,6 +24,8 @@ from vaelik.errors import ConfigError
 
 #: an estimate this many nats below the reference counts as a miss
 MISS_NATS = 1.0
+#: the standard error of a mean over one example: undefined
+NAN = float("nan")
 
 
 @dataclass
@@ -86,7 +88,7 @@ def accuracy_row(run: EvaluationRun, reference: EvaluationRun) -> dict[str, floa
         "estimator": f"{run.summary.get('estimator')}, {run.summary.get('proposal')}",
         "examples": len(reference.index),
         "mean_error": error.mean().item(),
-        "mean_error_stderr": (error.std() / len(error) ** 0.5).item() if len(error) > 1 else 0.0,
+        "mean_error_stderr": (error.std() / len(error) ** 0.5).item() if len(error) > 1 else NAN,
         "median_error": error.median().item(),
         "best_error": error.max().item(),
         "worst_error": error.min().item(),
@@ -95,6 +97,10 @@ def accuracy_row(run: EvaluationRun, reference: EvaluationRun) -> dict[str, floa
         "flagged_share": flagged.mean().item(),
         "seconds_per_example": run.seconds_per_example,
     }
+
+
+def stderr_text(stderr: float) -> str:
+    return "n/a" if stderr != stderr else f"{stderr:.3f}"
 
 
 def accuracy_table(rows: list[dict], reference: EvaluationRun) -> str:
@@ -107,7 +113,7 @@ def accuracy_table(rows: list[dict], reference: EvaluationRun) -> str:
     for row in rows:
         lines.append(
             f"| {row['run']} | {row['estimator']} | {row['mean_error']:+.3f} "
-            f"+- {row['mean_error_stderr']:.3f} | "
+            f"+- {stderr_text(row['mean_error_stderr'])} | "
             f"{row['median_error']:+.3f} | {row['best_error']:+.2f} / {row['worst_error']:+.2f} "
             f"| {row['missed']} ({row['missed_and_flagged']}) | {row['flagged_share']:.1%} | "
             f"{row['seconds_per_example']:.2f} |"

@@ -55,7 +55,7 @@ class ConditionalGaussian(nn.Module):
         log_scale_bound: float | None = None,
         min_scale: float = 1e-4,
         log_var_bounds: Sequence[float] | None = None,
-        branches: Sequence[int] | None = None,
+        branches: int | Sequence[int] | None = None,
         branch_width: int = 300,
     ) -> None:
         super().__init__()
@@ -92,7 +92,7 @@ class TwoLayerPosterior(Posterior):
     def lower_gaussian(self, z_top: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """loc, scale of q(z1|x, z2) for the layers above, ``z_top [..., B, L_top]``, of which
         it reads the bottom one, z2 (all of ``z_top`` in a two-layer model)."""
-        z2 = z_top if self.bottom_dims is None else z_top[..., -self.bottom_dims :]
+        z2 = bottom_layer(z_top, self.bottom_dims)
         features = self.features.expand(*z2.shape[:-1], self.features.shape[-1])
         return self.lower(torch.cat([features, z2], dim=-1))
 
@@ -119,11 +119,21 @@ class TwoLayerPosterior(Posterior):
         return torch.cat([z2, self.lower_gaussian(z2)[0]], dim=-1)
 
 
+def bottom_layer(z_top: torch.Tensor, width: int | None) -> torch.Tensor:
+    """The bottom layer of the layers above, ``z_top [..., L_top]``: its last ``width``
+    dimensions, or all of it where ``width`` is None (a single top layer)."""
+    return z_top if width is None else z_top[..., -width:]
+
+
+def bottom_width(top: nn.Module) -> int | None:
+    """Width of the bottom layer of a stacked guide or prior; None for a single layer."""
+    return top.bottom_dim if isinstance(top, TwoLayerGuide | TwoLayerPrior) else None
+
+
 class TwoLayerGuide(Guide):
     """q(z2|x) from ``top`` (a guide over L2, or a stacked guide whose bottom layer is z2),
-    q(z1|x, z2) from ``lower_encoder(x)`` features (``lower_features`` wide) joined with z2 and
-    fed to ``lower`` (a :class:`ConditionalGaussian` over L1 with ``lower_features + L2``
-    inputs)."""
+    q(z1|x, z2) from ``lower_encoder(x)`` features (F wide) joined with z2 and fed to ``lower``
+    (a :class:`ConditionalGaussian` over L1 with F + L2 inputs)."""
 
     name = "hierarchical"
 
@@ -143,9 +153,9 @@ class TwoLayerGuide(Guide):
         return self.lower.latent_dim
 
     def forward(self, x: torch.Tensor) -> TwoLayerPosterior:
-        stacked = isinstance(self.top, TwoLayerGuide)
-        bottom = self.top.bottom_dim if stacked else None
-        return TwoLayerPosterior(self.top(x), self.lower_encoder(x), self.lower, bottom)
+        return TwoLayerPosterior(
+            self.top(x), self.lower_encoder(x), self.lower, bottom_width(self.top)
+        )
 
     def top_gaussian(self, x: torch.Tensor) -> DiagonalGaussianPosterior:
         return self.top.top_gaussian(x)
@@ -165,20 +175,19 @@ class TwoLayerPrior(Prior):
     def split(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return z.split([self.top.latent_dim, self.conditional.latent_dim], dim=-1)
 
-    def bottom(self, z_top: torch.Tensor) -> torch.Tensor:
-        """z2, the layer p(z1|z2) reads: the top prior's bottom layer (all of it for two)."""
-        if isinstance(self.top, TwoLayerPrior):
-            return z_top[..., -self.top.conditional.latent_dim :]
-        return z_top
+    @property
+    def bottom_dim(self) -> int:
+        """Width of the lowest layer this prior draws (z1)."""
+        return self.conditional.latent_dim
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         z_top, z1 = self.split(z)
-        loc, scale = self.conditional(self.bottom(z_top))
+        loc, scale = self.conditional(bottom_layer(z_top, bottom_width(self.top)))
         return self.top.log_prob(z_top) + gaussian_log_prob(z1, loc, scale)
 
     def sample(self, noise: torch.Tensor) -> torch.Tensor:
         z_top = self.top.sample(noise[..., : self.top.noise_dims])
-        loc, scale = self.conditional(self.bottom(z_top))
+        loc, scale = self.conditional(bottom_layer(z_top, bottom_width(self.top)))
         return torch.cat([z_top, noise[..., self.top.noise_dims :] * scale + loc], dim=-1)
 
     def bind(self, guide: Guide) -> None:
@@ -186,11 +195,18 @@ class TwoLayerPrior(Prior):
 
 
 def fresh_copy(module: nn.Module) -> nn.Module:
-    """A copy of ``module`` with every layer's parameters drawn afresh (``reset_parameters``)."""
+    """A copy of ``module`` with every layer's parameters drawn afresh (``reset_parameters``);
+    a ConfigError where a layer holding parameters cannot redraw them."""
     twin = copy.deepcopy(module)
     for layer in twin.modules():
         if hasattr(layer, "reset_parameters"):
             layer.reset_parameters()
+        elif any(True for _ in layer.parameters(recurse=False)):
+            raise ConfigError(
+                f"model.num_layers > 2 copies the layers below the top, but "
+                f"{type(layer).__name__} has parameters and no reset_parameters() to draw a "
+                "copy's afresh: give it one, or use model.num_layers=2"
+            )
     return twin
 
 
@@ -220,6 +236,13 @@ class HierarchicalVAE(VAE):
             raise ConfigError(
                 f"model.num_layers must be an integer >= 2, got {num_layers} (model=vae is the "
                 "one-layer model)"
+            )
+        if num_layers > 2 and not lower.latent_dim == conditional.latent_dim == guide.latent_dim:
+            raise ConfigError(
+                f"model.num_layers={num_layers} stacks copies of the layer below the top, so every "
+                f"layer needs the top's width: model.lower.latent_dim={lower.latent_dim}, "
+                f"model.conditional.latent_dim={conditional.latent_dim}, the top's "
+                f"{guide.latent_dim}; set them to latent_dim"
             )
         for layer in range(int(num_layers) - 1):
             if layer > 0:

@@ -77,6 +77,7 @@ class MADE(nn.Module):
             if layer is not None:
                 nn.init.zeros_(layer.weight)
                 nn.init.zeros_(layer.bias)
+                layer.keeps_init = True  # a model-wide re-initialisation leaves it at zero
         self.activation = activation_layer(activation)
 
     def forward(self, z: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -51,8 +51,9 @@ class GatedLinear(nn.Module):
 def mlp(sizes: Sequence[int], activation: str, activate_last: bool = False) -> nn.Sequential:
     """Linear layers ``sizes[0] -> ... -> sizes[-1]``, ``activation`` between them (and after the
     last with ``activate_last``); with ``activation=gated`` every hidden layer is a
-    :class:`GatedLinear` and the last linear (gated too with ``activate_last``); with ``tanh`` a
-    :class:`~vaelik.models.folding.TanhMLP` (faster without autograd)."""
+    :class:`GatedLinear` and the last linear (gated too with ``activate_last``); with ``tanh``
+    and no ``activate_last`` a :class:`~vaelik.models.folding.TanhMLP` (faster without
+    autograd)."""
     check_activation(activation, gated_allowed=True)
     pairs = list(itertools.pairwise(sizes))
     if activation == GATED:
@@ -104,13 +105,21 @@ def branch_and_join(
     out_features: int,
     hidden: Sequence[int],
     activation: str,
-    branches: Sequence[int] | None = None,
+    branches: int | Sequence[int] | None = None,
     branch_width: int = 300,
 ) -> nn.Sequential:
-    """An MLP ``in_features -> hidden... -> out_features``; with ``branches``, the inputs they
-    name first pass through :class:`Branches` and the MLP reads the joined features."""
-    if not branches:
+    """An MLP ``in_features -> hidden... -> out_features``; with ``branches`` (the widths of the
+    last inputs, or their number n for n equal inputs making up all ``in_features``), those
+    inputs first pass through :class:`Branches` and the MLP reads the joined features."""
+    if branches is None:
         return mlp([in_features, *hidden, out_features], activation)
+    if isinstance(branches, int):
+        if branches < 1 or in_features % branches:
+            raise ConfigError(
+                f"branches={branches} cannot split {in_features} inputs into equal parts: give "
+                "their number, or their widths as a list"
+            )
+        branches = [in_features // branches] * branches
     split = Branches(branches, branch_width, activation)
     if sum(split.sizes) > in_features:
         raise ConfigError(
@@ -159,13 +168,6 @@ class MLPDecoder(nn.Module):
     ) -> None:
         super().__init__()
         self.out_shape = tuple(int(s) for s in out_shape)
-        if isinstance(branches, int):
-            if branches < 1 or in_features % branches:
-                raise ConfigError(
-                    f"decoder.branches={branches} cannot split a latent of {in_features} into "
-                    "equal layers: give the number of layers, or their widths as a list"
-                )
-            branches = [in_features // branches] * branches
         self.net = branch_and_join(
             in_features, math.prod(self.out_shape), hidden, activation, branches, branch_width
         )

@@ -21,9 +21,11 @@ INITS = ("default", "he_normal")
 
 
 def he_normal(module: nn.Module) -> None:
-    """Redraw every linear layer's weight under ``module`` from N(0, 2 / fan_in)."""
+    """Redraw every linear layer's weight under ``module`` from N(0, 2 / fan_in), except layers
+    whose own initialisation is part of the model (``keeps_init``: an IAF step's zero output
+    layer, which makes an untrained flow the identity)."""
     for layer in module.modules():
-        if isinstance(layer, nn.Linear):
+        if isinstance(layer, nn.Linear) and not getattr(layer, "keeps_init", False):
             with torch.no_grad():
                 layer.weight.normal_(0.0, (2.0 / layer.in_features) ** 0.5)
 
@@ -39,8 +41,8 @@ class VAE(nn.Module):
         input_scale: multiplies x before the guide (1/255 for 8-bit data, 1 for binary).
         init: ``default`` keeps each layer's own initialisation (PyTorch's); ``he_normal``
             redraws the weight of every linear layer of the guide, prior and decoder from
-            N(0, 2 / fan_in) (He et al. 2015, as the VampPrior paper's code does), biases
-            kept.
+            N(0, 2 / fan_in) (He et al. 2015, as the VampPrior paper's code does), biases and
+            IAF steps' zero output layers kept.
     """
 
     def __init__(

@@ -81,11 +81,43 @@ def resumable(key: str) -> bool:
     return any(key == allowed or key.startswith(allowed + ".") for allowed in RESUMABLE_CHANGES)
 
 
+#: ``model=hvae`` as configs stored it before ``model.num_layers``: the VAE class around a
+#: two-layer guide and prior, now written as one HierarchicalVAE with the same parameters
+TWO_LAYER_GUIDE = "vaelik.models.hierarchical.TwoLayerGuide"
+
+
+def current_layout(config: dict) -> dict:
+    """``config`` with a two-layer model stored in the earlier layout (``model.guide`` a
+    TwoLayerGuide of ``top``, ``lower_encoder``, ``lower``; ``model.prior`` a TwoLayerPrior of
+    ``top``, ``conditional``) rewritten as today's ``HierarchicalVAE`` node, which builds the
+    same modules, so that resuming such a run compares like with like."""
+    model = config.get("model")
+    if not isinstance(model, dict) or not isinstance(model.get("guide"), dict):
+        return config
+    guide, prior = model["guide"], model.get("prior", {})
+    if guide.get("_target_") != TWO_LAYER_GUIDE:
+        return config
+    rest = {k: v for k, v in model.items() if k not in ("_target_", "guide", "prior", "decoder")}
+    hierarchical = {
+        "_target_": "vaelik.models.hierarchical.HierarchicalVAE",
+        "guide": guide.get("top"),
+        "lower_encoder": guide.get("lower_encoder"),
+        "lower": guide.get("lower"),
+        "prior": prior.get("top"),
+        "conditional": prior.get("conditional"),
+        "decoder": model.get("decoder"),
+        "num_layers": 2,
+        **rest,
+    }
+    return {**config, "model": hierarchical}
+
+
 def check_same_run(saved: Any, config: Any, path: str) -> None:
     """Raise ``CheckpointError`` if ``config`` (the resumed run's, resolved) changes a setting of
     ``saved`` (the checkpoint's) that is not in ``RESUMABLE_CHANGES``. Settings that only one
-    of them has (added or removed by another vaelik version) are not compared."""
-    before, after = flatten(saved), flatten(config)
+    of them has (added or removed by another vaelik version) are not compared; a model stored
+    in an earlier layout is compared in today's (:func:`current_layout`)."""
+    before, after = flatten(current_layout(saved)), flatten(config)
     changed = sorted(
         key
         for key in before.keys() & after.keys()
