@@ -96,5 +96,5 @@ def test_the_script_prints_the_table(runs, tmp_path):
         text=True,
         check=True,
     ).stdout
-    assert "| is | importance, encoder | -1.625 |" in printed
+    assert "| is | importance, encoder | -1.625 +- 1.180 |" in printed
     assert '"missed": 2' in out.read_text()

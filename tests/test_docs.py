@@ -122,6 +122,7 @@ def test_every_page_names_nothing_outside_the_repository():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # a 30-epoch training and 500 estimates with K = 5000
 def test_getting_started_commands_run_as_written(tmp_path):
     """The Getting-started page's commands, in order, in an empty folder, with this
     environment's commands for ``.venv/bin/`` (the install line is the README's quick start,
