@@ -4,7 +4,8 @@ evaluation's scope, and never stale."""
 import pytest
 import torch
 
-from vaelik.models.folding import TanhMLP, fold_tanh_layers, folded_networks
+from vaelik.models.folding import TanhMLP, fold_tanh_layers
+from vaelik.models.frozen import frozen
 from vaelik.models.networks import mlp
 
 
@@ -17,12 +18,12 @@ def test_the_folded_form_is_the_network(sizes):
     torch.manual_seed(len(sizes))
     net = mlp(sizes, "tanh").double()
     x = torch.randn(11, sizes[0], dtype=torch.float64) * 2
-    with torch.no_grad(), folded_networks(net):
+    with torch.no_grad(), frozen(net):
         folded = net(x)
         assert net._folded is not None, "the folded form was not used"
     assert torch.allclose(folded, layer_by_layer(net, x), rtol=1e-12, atol=1e-13)
     net32 = net.float()
-    with torch.no_grad(), folded_networks(net32):
+    with torch.no_grad(), frozen(net32):
         difference = net32(x.float()) - layer_by_layer(net32, x.float())
     assert difference.abs().max() < 1e-5
 
@@ -46,7 +47,7 @@ def test_evaluations_between_optimiser_steps_see_the_new_weights(fused):
     x = torch.randn(5, 4)
     optimiser = torch.optim.Adam(net.parameters(), lr=0.1, fused=fused)
     for _ in range(3):
-        with torch.inference_mode(), folded_networks(net):
+        with torch.inference_mode(), frozen(net):
             assert torch.allclose(net(x), layer_by_layer(net, x), atol=1e-6)
         net(x).square().sum().backward()
         optimiser.step()
@@ -60,13 +61,13 @@ def test_outside_the_scope_and_with_autograd_the_layers_run():
     x = torch.randn(5, 4)
     with torch.no_grad():
         assert torch.equal(net(x), layer_by_layer(net, x))
-    with folded_networks(net):
+    with frozen(net):
         net(x).sum().backward()  # gradients flow through the layers
         assert net[0].weight.grad is not None and net._folded is None
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
             assert torch.equal(net(x), layer_by_layer(net, x))
     half = mlp([4, 8, 2], "tanh").bfloat16()
-    with torch.no_grad(), folded_networks(half):
+    with torch.no_grad(), frozen(half):
         assert torch.equal(half(x.bfloat16()), layer_by_layer(half, x.bfloat16()))
         assert half._folded is None
 
@@ -77,9 +78,9 @@ def test_a_network_of_another_shape_runs_its_layers():
     x = torch.randn(5, 4)
     cut = net[:-1]  # ends in a tanh
     assert isinstance(cut, TanhMLP) and not cut.alternates()
-    with torch.no_grad(), folded_networks(cut):
+    with torch.no_grad(), frozen(cut):
         assert torch.equal(cut(x), layer_by_layer(cut, x))
-    with torch.no_grad(), folded_networks(TanhMLP()):
+    with torch.no_grad(), frozen(TanhMLP()):
         pass  # an empty network neither folds nor fails
 
 

@@ -12,7 +12,9 @@ numbers of decoder-based models); the estimate log (1/K) sum_k w_k is what the e
 
 from __future__ import annotations
 
+import functools
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,10 +22,12 @@ import torch
 from vaelik.config import option_defaults
 from vaelik.errors import ConfigError, SettingError
 from vaelik.inference.estimators import EstimationPlan, LogWeightEstimator
+from vaelik.inference.joint_gradient import JointGradient, gradient_of
 from vaelik.inference.log_weights import BatchChunk, batch_chunks, check_finite, check_positive
 from vaelik.inference.proposals import PriorProposal, Proposal
 from vaelik.inference.streams import Draws, substream_keys
 from vaelik.models.contract import can_score
+from vaelik.models.frozen import frozen
 
 SCHEDULES = ("sigmoid", "linear")
 AUTO = "auto"
@@ -82,6 +86,9 @@ class StratifiedStart(Proposal):
 
     def check(self, model: Any, needs_log_prob: bool = False) -> None:
         self.proposal.check(model, needs_log_prob)
+
+    def prepare(self, model, x, posterior, keys):
+        return self.proposal.prepare(model, x, posterior, keys)
 
     def noise_dims(self, model, posterior):
         return model.prior.noise_dims + self.proposal.noise_dims(model, posterior)
@@ -218,13 +225,14 @@ class AnnealedImportanceSampling(LogWeightEstimator):
         model, proposal = plan.model, plan.proposal
         rows = max(1, self.pairs_per_pass(x.device) // self.num_samples)
         log_w = torch.empty(self.num_samples, x.shape[0], dtype=torch.float64, device=x.device)
-        with torch.no_grad():
-            chunks = list(batch_chunks(model, x, index, rows, self.seed))
-        for chunk in chunks:
-            start = None
-            if z_exact is not None:
-                start = z_exact[chunk.rows].unsqueeze(0).expand(self.num_samples, -1, -1)
-            log_w[:, chunk.rows] = self._anneal(model, x[chunk.rows], chunk, proposal, start)
+        with frozen(model):  # no parameter changes in here
+            with torch.no_grad():
+                chunks = list(batch_chunks(model, x, index, rows, self.seed, proposal))
+            for chunk in chunks:
+                start = None
+                if z_exact is not None:
+                    start = z_exact[chunk.rows].unsqueeze(0).expand(self.num_samples, -1, -1)
+                log_w[:, chunk.rows] = self._anneal(model, x[chunk.rows], chunk, proposal, start)
         what = "AIS log-weights" if z_exact is None else "reverse AIS log-weights"
         return check_finite(log_w, what)
 
@@ -238,61 +246,101 @@ class AnnealedImportanceSampling(LogWeightEstimator):
     ) -> torch.Tensor:
         """Run the K chains of the examples ``x [b, ...]``; returns their log-weights ``[K, b]``.
         From ``start [K, b, L]`` (exact posterior samples) the path runs backwards."""
-        posterior = chunk.posterior
         reverse = start is not None
         betas = self.betas[::-1] if reverse else self.betas
         direction = (REVERSE_STREAM,) if reverse else ()  # reverse chains draw their own noise
-
-        def densities(z: torch.Tensor, beta: float, grad: bool):
-            """log r(z), log p(x, z) ``[K, b]``; with ``grad`` also d log pi_beta / dz."""
-            with torch.set_grad_enabled(grad):
-                z = z.detach().requires_grad_(grad)
-                log_r = proposal.log_prob(model, posterior, z)
-                log_joint = model.log_joint(x, z)
-                if not grad:
-                    return log_r, log_joint, None
-                target = (1 - beta) * log_r + beta * log_joint
-                (gradient,) = torch.autograd.grad(target.sum(), z)
-            return log_r.detach(), log_joint.detach(), gradient
-
+        densities = PathDensities(model, x, chunk.posterior, proposal)
         if start is None:
             with torch.no_grad():
-                z, _ = proposal.sample(
-                    model, posterior, chunk.noise(model, proposal, 0, self.num_samples)
+                start, _ = proposal.sample(
+                    model, chunk.posterior, chunk.noise(model, proposal, 0, self.num_samples)
                 )
-        else:
-            z = start.contiguous()
-        log_r, log_joint, _ = densities(z, betas[0], grad=False)
-        log_w = torch.zeros(z.shape[:2], dtype=torch.float64, device=z.device)
-        step = torch.full((1, z.shape[1], 1), self.step_size, device=z.device)
+        chains = densities(start.contiguous())
+        log_w = torch.zeros(start.shape[:2], dtype=torch.float64, device=start.device)
+        step = torch.full((1, start.shape[1], 1), self.step_size, device=start.device)
         for t in range(1, self.num_steps + 1):
             beta, previous = betas[t], betas[t - 1]
-            log_w += (beta - previous) * (log_joint.double() - log_r.double())
+            log_w += (beta - previous) * (chains.log_joint.double() - chains.log_r.double())
             keys = substream_keys(chunk.keys, t, *direction)
-            noise = Draws(keys, 0, self.num_samples, z.dtype).normal(z.shape[-1] + 1)
+            noise = Draws(keys, 0, self.num_samples, start.dtype).normal(start.shape[-1] + 1)
             momentum, uniform = noise[..., :-1], torch.special.ndtr(noise[..., -1])
-            z, log_r, log_joint, accepted = self._hmc(z, momentum, uniform, beta, step, densities)
+            chains, accepted = self._hmc(chains, momentum, uniform, beta, step, densities)
             if self.adapt_step_size:
                 rate = accepted.float().mean(0).view(1, -1, 1)
                 step = step * torch.where(rate > self.target_accept, 1.02, 0.98)
         return log_w
 
-    def _hmc(self, z, momentum, uniform, beta, step, densities):
-        """One HMC transition targeting pi_beta: leapfrog, then a Metropolis accept/reject."""
-        log_r, log_joint, gradient = densities(z, beta, grad=True)
-        start_energy = -((1 - beta) * log_r + beta * log_joint) + 0.5 * momentum.pow(2).sum(-1)
-        position, p = z, momentum + 0.5 * step * gradient
+    def _hmc(
+        self,
+        chains: ChainState,
+        momentum: torch.Tensor,
+        uniform: torch.Tensor,
+        beta: float,
+        step: torch.Tensor,
+        densities: PathDensities,
+    ) -> tuple[ChainState, torch.Tensor]:
+        """One HMC transition targeting pi_beta: leapfrog, then a Metropolis accept/reject.
+        The trajectory starts from the chains' stored gradients, so it costs
+        ``leapfrog_steps`` gradient evaluations, and only the last computes densities."""
+        start_energy = -chains.log_target(beta) + 0.5 * momentum.pow(2).sum(-1)
+        position, p = chains.z, momentum + 0.5 * step * chains.gradient(beta)
         for i in range(self.leapfrog_steps):
+            last = i == self.leapfrog_steps - 1
             position = position + step * p
-            new_r, new_joint, gradient = densities(position, beta, grad=True)
-            p = p + (step if i < self.leapfrog_steps - 1 else 0.5 * step) * gradient
-        energy = -((1 - beta) * new_r + beta * new_joint) + 0.5 * p.pow(2).sum(-1)
+            proposed = densities(position, values=last)
+            p = p + (0.5 * step if last else step) * proposed.gradient(beta)
+        energy = -proposed.log_target(beta) + 0.5 * p.pow(2).sum(-1)
         log_accept = torch.nan_to_num(start_energy - energy, nan=-math.inf)
         accepted = torch.log(uniform) < log_accept
+        return proposed.where(accepted, chains), accepted
+
+
+@dataclass
+class ChainState:
+    """Where the K chains of b examples are: latents ``z [K, b, L]``, log r(z|x) and
+    log p(x, z) ``[K, b]`` (None between leapfrog steps, where only gradients are needed), and
+    their gradients in z ``[K, b, L]``."""
+
+    z: torch.Tensor
+    log_r: torch.Tensor | None
+    log_joint: torch.Tensor | None
+    grad_r: torch.Tensor
+    grad_joint: torch.Tensor
+
+    def log_target(self, beta: float) -> torch.Tensor:
+        """log pi_beta(z) up to its constant: (1 - beta) log r + beta log p(x, z) ``[K, b]``."""
+        assert self.log_r is not None and self.log_joint is not None
+        return (1 - beta) * self.log_r + beta * self.log_joint
+
+    def gradient(self, beta: float) -> torch.Tensor:
+        """d/dz log pi_beta(z) ``[K, b, L]``."""
+        return (1 - beta) * self.grad_r + beta * self.grad_joint
+
+    def where(self, accepted: torch.Tensor, other: ChainState) -> ChainState:
+        """This state for the chains ``accepted [K, b]``, ``other`` for the rest."""
         keep = accepted.unsqueeze(-1)
-        return (
-            torch.where(keep, position, z).detach(),
-            torch.where(accepted, new_r, log_r),
-            torch.where(accepted, new_joint, log_joint),
-            accepted,
+        return ChainState(
+            torch.where(keep, self.z, other.z),
+            torch.where(accepted, self.log_r, other.log_r),
+            torch.where(accepted, self.log_joint, other.log_joint),
+            torch.where(keep, self.grad_r, other.grad_r),
+            torch.where(keep, self.grad_joint, other.grad_joint),
         )
+
+
+class PathDensities:
+    """log r(z|x), log p(x, z) and their gradients in z, for the chains of one chunk of
+    examples ``x [b, ...]`` (with ``posterior``, their q(z|x)); the model's part from
+    :class:`~vaelik.inference.joint_gradient.JointGradient`, the proposal's by autograd."""
+
+    def __init__(self, model: Any, x: torch.Tensor, posterior: Any, proposal: Proposal) -> None:
+        self.x = x
+        self.joint = JointGradient(model)
+        self.log_r = functools.partial(proposal.log_prob, model, posterior)
+
+    def __call__(self, z: torch.Tensor, values: bool = True) -> ChainState:
+        """The state of chains at ``z [K, b, L]``; with ``values`` False the densities may be
+        left out (None)."""
+        log_r, grad_r = gradient_of(self.log_r, z)
+        log_joint, grad_joint = self.joint(self.x, z, value=values)
+        return ChainState(z, log_r if values else None, log_joint, grad_r, grad_joint)

@@ -9,8 +9,9 @@ for given noise, with or without gradients: training objectives call it on fresh
 training generator; :func:`importance_log_weights` calls it in chunks over the K draws and the
 batch on noise from per-example streams (:mod:`vaelik.inference.streams`), without gradients,
 reducing in float64. The guide runs once per example; the decoder sees at most ``chunk_size``
-(draw, example) pairs at a time, so memory depends neither on K nor on the batch size; its tanh
-MLPs run folded into sigmoid MLPs (:mod:`vaelik.models.folding`).
+(draw, example) pairs at a time, so memory depends neither on K nor on the batch size; the model
+runs :func:`~vaelik.models.frozen.frozen` (tanh MLPs folded, a mixture prior's components
+computed once).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch
 from vaelik.errors import NonFiniteError, SettingError
 from vaelik.inference.proposals import Proposal
 from vaelik.inference.streams import Draws, example_keys
-from vaelik.models.folding import folded_networks
+from vaelik.models.frozen import frozen
 from vaelik.models.guides import Posterior
 from vaelik.models.vae import VAE
 
@@ -112,11 +113,19 @@ class BatchChunk:
 
 
 def batch_chunks(
-    model: Any, x: torch.Tensor, index: torch.Tensor, rows: int, seed: int
+    model: Any,
+    x: torch.Tensor,
+    index: torch.Tensor,
+    rows: int,
+    seed: int,
+    proposal: Proposal | None = None,
 ) -> Iterator[BatchChunk]:
-    """Run the guide once on ``x`` and yield the batch in chunks of ``rows`` examples."""
-    posterior = model.posterior(x)
+    """Run the guide once on ``x`` (and ``proposal.prepare``: a per-example refinement) and
+    yield the batch in chunks of ``rows`` examples."""
     keys = example_keys(seed, index.to(x.device))
+    posterior = model.posterior(x)
+    if proposal is not None:
+        posterior = proposal.prepare(model, x, posterior, keys)
     for start in range(0, x.shape[0], rows):
         stop = min(start + rows, x.shape[0])
         yield BatchChunk(slice(start, stop), posterior.rows(slice(start, stop)), keys[start:stop])
@@ -147,8 +156,8 @@ def importance_log_weights(
     rows = min(batch, chunk_size)
     draws_per_pass = max(1, chunk_size // rows)
     log_w = torch.empty(num_samples, batch, dtype=torch.float64, device=x.device)
-    with folded_networks(model):  # no parameter changes in here: tanh MLPs may fold
-        for chunk in batch_chunks(model, x, index, rows, seed):
+    with frozen(model):  # no parameter changes in here: tanh MLPs fold, priors hold components
+        for chunk in batch_chunks(model, x, index, rows, seed, proposal):
             for start in range(0, num_samples, draws_per_pass):
                 stop = min(start + draws_per_pass, num_samples)
                 noise = chunk.noise(model, proposal, start, stop)

@@ -48,6 +48,14 @@ class Proposal:
                 )
             )
 
+    def prepare(
+        self, model: Any, x: torch.Tensor, posterior: Posterior, keys: torch.Tensor
+    ) -> Posterior:
+        """The posterior this proposal draws around for the examples ``x [B, ...]`` (their
+        stream keys ``keys [B]``), made once per batch before any draw: ``posterior`` itself,
+        except for a proposal fitted to each example (:mod:`vaelik.inference.refinement`)."""
+        return posterior
+
     def noise_dims(self, model: Any, posterior: Posterior) -> int:
         return posterior.noise_dims
 

@@ -14,12 +14,12 @@ so the network is n linear layers with rescaled weights and an in-place sigmoid 
 Scaling by powers of two is exact; only the bias terms A_i 1 add a rounding, a few float32 ulps
 of the output.
 
-The folded weights are a copy, so they are made only inside :func:`folded_networks`, a scope in
-which the parameters cannot change (an estimator's pass over the draws): the first forward in
-it folds, the scope's end drops them. Inside it they are used without autograd, on a CPU, in
-float32 or float64 and outside autocast, for a network of alternating linear and tanh layers;
-everywhere else (training, validation, other devices, a network edited into another shape) the
-layers run as written.
+The folded weights are a copy, so they are made only inside
+:func:`~vaelik.models.frozen.frozen`, a scope in which the parameters cannot change (an
+estimator's pass over the draws): the first forward in it folds, the scope's end drops them.
+Inside it they are used without autograd, on a CPU, in float32 or float64 and outside autocast,
+for a network of alternating linear and tanh layers; everywhere else (training, validation,
+other devices, a network edited into another shape) the layers run as written.
 """
 
 from __future__ import annotations
@@ -53,12 +53,17 @@ def fold_tanh_layers(linears: list[nn.Linear]) -> list[FoldedLayer]:
 class TanhMLP(nn.Sequential):
     """Linear layers with :class:`~vaelik.models.elementwise.Tanh` between them (the layers of
     :func:`~vaelik.models.networks.mlp` with ``activation=tanh``, same state-dict keys); inside
-    :func:`folded_networks`, without autograd on a CPU, it runs the folded sigmoid form."""
+    :func:`~vaelik.models.frozen.frozen`, without autograd on a CPU, it runs the folded sigmoid
+    form."""
 
     def __init__(self, *layers: nn.Module) -> None:
         super().__init__(*layers)
         self._folding = False
         self._folded: list[FoldedLayer] | None = None
+
+    def linears(self) -> list[nn.Linear]:
+        """The linear layers, in order."""
+        return [m for m in self if isinstance(m, nn.Linear)]
 
     def alternates(self) -> bool:
         """True for Linear (with bias), Tanh, Linear, ..., Linear: the shape folding assumes."""
@@ -70,32 +75,26 @@ class TanhMLP(nn.Sequential):
         )
 
     def folds(self, x: torch.Tensor) -> bool:
-        """True inside :func:`folded_networks` (which admits only alternating networks), without
+        """True inside :func:`~vaelik.models.frozen.frozen` for an alternating network, without
         autograd, where the sigmoid forms apply to ``x``."""
         return self._folding and not torch.is_grad_enabled() and sigmoid_forms_apply(x)
+
+    @contextmanager
+    def held_constant(self) -> Iterator[None]:
+        """Within the block (:func:`~vaelik.models.frozen.frozen`) the network runs folded where
+        it alternates linear and tanh layers; the folded copies are dropped at its end."""
+        self._folding, self._folded = self.alternates(), None
+        try:
+            yield
+        finally:
+            self._folding, self._folded = False, None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.folds(x):
             return super().forward(x)
         if self._folded is None:
-            self._folded = fold_tanh_layers([m for m in self if isinstance(m, nn.Linear)])
+            self._folded = fold_tanh_layers(self.linears())
         for weight, bias in self._folded[:-1]:
             x = F.linear(x, weight, bias).sigmoid_()
         weight, bias = self._folded[-1]
         return F.linear(x, weight, bias)
-
-
-@contextmanager
-def folded_networks(module: object) -> Iterator[None]:
-    """Within the block, the tanh MLPs of ``module`` run folded (see the module docstring); the
-    parameters must not change inside it. The folded copies are dropped at its end; networks
-    that do not alternate linear and tanh layers run their layers."""
-    modules = module.modules() if isinstance(module, nn.Module) else ()  # a model of any kind
-    networks = [m for m in modules if isinstance(m, TanhMLP) and m.alternates()]
-    for network in networks:
-        network._folding, network._folded = True, None
-    try:
-        yield
-    finally:
-        for network in networks:
-            network._folding, network._folded = False, None

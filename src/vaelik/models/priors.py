@@ -10,7 +10,8 @@ uses the guide's top layer).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -18,6 +19,9 @@ from torch.distributions import Distribution, Independent, Normal
 
 from vaelik.errors import ConfigError, UnsupportedCombinationError
 from vaelik.models.guides import Guide, check_latent_dim
+
+#: a mixture's loc ``[C, L]``, scale ``[C, L]`` and log weights ``[C]``
+Components = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 class Prior(nn.Module):
@@ -111,15 +115,34 @@ class MixturePrior(Prior):
         self.log_scales = nn.Parameter(torch.zeros(int(components), self.latent_dim))
         self.logits = nn.Parameter(torch.zeros(int(components)))
 
-    def components(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    #: the components while the parameters are held constant (:meth:`held_constant`)
+    _held: Components | None = None
+
+    def components(self) -> Components:
         """loc ``[C, L]``, scale ``[C, L]``, log pi ``[C]``."""
         return self.means, self.log_scales.exp(), torch.log_softmax(self.logits, 0)
 
+    def current_components(self) -> Components:
+        """The components held by :meth:`held_constant`, or else computed now."""
+        return self._held if self._held is not None else self.components()
+
+    @contextmanager
+    def held_constant(self) -> Iterator[None]:
+        """Within the block (:func:`~vaelik.models.frozen.frozen`, the parameters fixed) the
+        components are computed once, without gradients in the parameters."""
+        with torch.no_grad():
+            loc, scale, log_weights = self.components()
+            self._held = loc.detach(), scale.detach(), log_weights.detach()
+        try:
+            yield
+        finally:
+            self._held = None
+
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        return mixture_log_prob(z, *self.components())
+        return mixture_log_prob(z, *self.current_components())
 
     def sample(self, noise: torch.Tensor) -> torch.Tensor:
-        return mixture_sample(noise, *self.components())
+        return mixture_sample(noise, *self.current_components())
 
 
 class VampPrior(MixturePrior):
@@ -160,7 +183,7 @@ class VampPrior(MixturePrior):
         # a plain attribute, not a sub-module: the guide's weights belong to the model once
         object.__setattr__(self, "_guide", guide)
 
-    def components(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def components(self) -> Components:
         if self._guide is None:
             raise RuntimeError("the VampPrior is used before a model bound it to its guide")
         count = self.pseudo_inputs.shape[0]

@@ -53,3 +53,8 @@ class BernoulliHead(LikelihoodHead):
 
     def __call__(self, params: torch.Tensor) -> Distribution:
         return BernoulliImage(params)
+
+    def log_prob_gradient(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """d/dl log p(x|l) = x - sigmoid(l) for logits ``params [..., C, H, W]`` and images ``x``
+        broadcastable to them (what AIS's hand-written gradients read)."""
+        return x.to(params.dtype) - torch.sigmoid(params)
