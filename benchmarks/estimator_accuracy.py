@@ -18,7 +18,9 @@ the paired change in log p(x), as in the ablation of the paper-faithful HVAE (do
 Prints a markdown table (mean with its paired standard error, median, best and worst error in
 nats, how many examples are
 more than a nat low and how many of those the estimator flagged, the flagged share, seconds
-per example) and, with ``--json``, writes its rows.
+per example) and, with ``--json`` or ``--csv``, writes its rows; ``--plot`` draws each run's
+mean and worst error against its seconds per example (log axis), the accuracy-per-second
+picture of docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -27,7 +29,13 @@ import argparse
 import json
 from pathlib import Path
 
-from vaelik.evaluation.accuracy import EvaluationRun, accuracy_row, accuracy_table
+from vaelik.evaluation.accuracy import (
+    EvaluationRun,
+    accuracy_row,
+    accuracy_table,
+    plot_accuracy_against_time,
+    write_rows,
+)
 
 
 def main() -> None:
@@ -35,12 +43,18 @@ def main() -> None:
     parser.add_argument("--reference", required=True, help="folder of the exact run")
     parser.add_argument("runs", nargs="+", help="folders of the runs to hold against it")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--csv", type=Path, help="also write the rows here, as CSV")
+    parser.add_argument("--plot", type=Path, help="also draw accuracy against time (PNG)")
     args = parser.parse_args()
     reference = EvaluationRun.read(args.reference)
     rows = [accuracy_row(EvaluationRun.read(folder), reference) for folder in args.runs]
     print(accuracy_table(rows, reference))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
+    if args.csv:
+        write_rows(rows, args.csv)
+    if args.plot:
+        plot_accuracy_against_time(rows, reference, args.plot)
 
 
 if __name__ == "__main__":

@@ -127,3 +127,66 @@ def accuracy_table(rows: list[dict], reference: EvaluationRun) -> str:
         f"{reference.seconds_per_example:.2f} s / example"
     )
     return "\n".join(lines)
+
+
+def write_rows(rows: list[dict], path: str | Path) -> Path:
+    """The rows as a CSV file (one column per key of :func:`accuracy_row`)."""
+    path = Path(path)
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def plot_accuracy_against_time(
+    rows: list[dict], reference: EvaluationRun, path: str | Path
+) -> Path:
+    """Accuracy per second as a PNG: each run's mean error against the reference (with its
+    paired standard error) and its worst example, over seconds per example on a log axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7.5, 4.8))
+    seconds = [row["seconds_per_example"] for row in rows]
+    axis.errorbar(
+        seconds,
+        [row["mean_error"] for row in rows],
+        yerr=[
+            0 if row["mean_error_stderr"] != row["mean_error_stderr"] else row["mean_error_stderr"]
+            for row in rows
+        ],
+        fmt="o",
+        color="tab:blue",
+        label="mean error (paired standard error)",
+    )
+    axis.scatter(
+        seconds,
+        [row["worst_error"] for row in rows],
+        marker="v",
+        color="tab:red",
+        label="worst example",
+    )
+    for row, second in zip(rows, seconds, strict=True):
+        axis.annotate(
+            row["run"],
+            (second, row["mean_error"]),
+            textcoords="offset points",
+            xytext=(5, 5),
+            fontsize=8,
+        )
+    axis.axhline(0.0, color="black", linewidth=0.8)
+    axis.axhspan(-0.1, 0.1, color="tab:green", alpha=0.12, label="within 0.1 nat")
+    axis.set_xscale("log")
+    axis.set_xlabel("seconds per example (log scale)")
+    axis.set_ylabel("log p(x) minus the reference (nats)")
+    axis.set_title(
+        f"Accuracy per second against {reference.name} ({len(reference.index)} examples)"
+    )
+    axis.legend(fontsize=8, loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return Path(path)
