@@ -163,7 +163,7 @@ def test_the_readme_results_table_is_the_results_csv():
     rows = read_rows(DOCS / "results/binarized_mnist/results.csv")
     section = (ROOT / "README.md").read_text().split("## Results", 1)[1].split("\n## ", 1)[0]
     readme_rows = re.findall(r"^\| [^|]+ \| `(\w+)` \| (-\d+\.\d\d \+- \d\.\d\d) \|", section, re.M)
-    assert len(readme_rows) == 4
+    assert len(readme_rows) == 5
     for experiment, figure in readme_rows:
         measured = {
             f"{row['log_px']:.2f} +- {row['log_px_stderr']:.2f}"

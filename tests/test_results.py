@@ -31,6 +31,7 @@ MEASURE = [
     "ais.num_samples=2",
     "ais.num_steps=3",
     "ais.leapfrog_steps=2",
+    "ais_proposal.steps=2",
 ]
 
 
@@ -78,6 +79,9 @@ def test_results_table_has_a_row_per_checkpoint(checkpoint, tmp_path, monkeypatc
     for row in rows:
         assert math.isfinite(float(row["log_px"])) and float(row["log_px_stderr"]) > 0
         assert math.isfinite(float(row["ais_gap"])) and row["ais_examples"] == "3"
+        # the trusted figure: AIS from the refined proposal, its mean over the 3 examples
+        assert row["ais_start"] == "refined" and float(row["ais_log_px_stderr"]) > 0
+        assert float(row["ais_log_px"]) < 0
         assert float(row["ais_disagree_share"]) in (0.0, 1 / 3, 2 / 3, 1.0)
         assert row["epochs"] == "2" and float(row["train_hours"]) > 0
         assert row["num_examples"] == "10" and row["num_samples"] == "8"
@@ -310,3 +314,18 @@ def test_ais_starts_from_the_encoder_where_the_guide_can_score_else_from_the_pri
         assert ais.bind(model, EncoderProposal()).proposal.name == start
     with pytest.raises(ConfigError, match="ais_start must be auto, encoder or prior"):
         table.ais_with_start(OmegaConf.create(ais_cfg), "posterior")
+
+
+@pytest.mark.parametrize(
+    "overrides, used",
+    [([], "refined"), (["posterior=iaf"], "encoder"), (["model=hvae"], "encoder")],
+    ids=["diagonal gaussian", "iaf", "hierarchy"],
+)
+def test_the_table_s_ais_starts_refined_where_the_posterior_allows(overrides, used, capsys):
+    cfg = compose_config(
+        "train", ["latent_dim=2", "encoder.hidden=[8]", "decoder.hidden=[8]", *overrides]
+    )
+    model = build_model(cfg, "binary")
+    _, proposal = table.ais_estimator(compose_config("results", ["checkpoints=[unused]"]))
+    assert table.refinable_or_encoder(proposal, model, "m").name == used
+    assert ("not refined" in capsys.readouterr().err) == (used == "encoder")

@@ -23,6 +23,7 @@ import contextlib
 import csv
 import io
 import os
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -33,7 +34,7 @@ from omegaconf import DictConfig
 
 from vaelik.checkpoint import describe_machine, read_checkpoint
 from vaelik.data.datamodule import evenly_spaced, example_indices
-from vaelik.errors import ConfigError
+from vaelik.errors import ConfigError, UnsupportedCombinationError
 from vaelik.evaluation.curves import last_value, read_curve, trend, write_curve
 from vaelik.evaluation.estimate import estimate, pick_device
 from vaelik.evaluation.formatting import figure, report_written, share_text
@@ -42,7 +43,8 @@ from vaelik.evaluation.loading import model_from_checkpoint
 from vaelik.evaluation.results import PerExampleResults
 from vaelik.inference.ais import AnnealedImportanceSampling
 from vaelik.inference.choices import build
-from vaelik.inference.proposals import EncoderProposal
+from vaelik.inference.proposals import EncoderProposal, Proposal
+from vaelik.inference.refinement import RefinedProposal
 from vaelik.metrics import mean_and_stderr
 
 COLUMNS = (
@@ -54,6 +56,8 @@ COLUMNS = (
     "khat_share_above_0.7",
     "ais_gap",
     "ais_gap_stderr",
+    "ais_log_px",
+    "ais_log_px_stderr",
     "ais_disagree_share",
     "ais_examples",
     "ais_start",
@@ -115,12 +119,14 @@ def measure(name: str, path: Path, cfg: DictConfig) -> dict[str, Any]:
     device = pick_device(cfg.device)
     model.to(device)
     importance, proposal = build(cfg.importance, "importance"), EncoderProposal()
-    ais = ais_with_start(cfg.ais, cfg.get("ais_start", "auto"))
+    ais, ais_proposal = ais_estimator(cfg)
     importance.bind(model, proposal)  # an impossible combination fails before any work
-    ais_start = ais.bind(model, proposal).proposal
+    ais_proposal = refinable_or_encoder(ais_proposal, model, name)
+    ais_start = ais.bind(model, ais_proposal).proposal
     dataset = datamodule.dataset(cfg.split)
     indices = example_indices(dataset, cfg.num_examples)
-    ais_indices = evenly_spaced(indices, min(int(cfg.ais_examples or 0), len(indices)))
+    ais_count = len(indices) if cfg.ais_examples is None else int(cfg.ais_examples)
+    ais_indices = evenly_spaced(indices, min(ais_count, len(indices)))
     row: dict[str, Any] = {
         "model": name,
         "num_examples": len(indices),
@@ -156,18 +162,21 @@ def measure(name: str, path: Path, cfg: DictConfig) -> dict[str, Any]:
             }
         )
     importance_seconds = time.perf_counter() - start
-    row["ais_gap"] = row["ais_gap_stderr"] = row["ais_disagree_share"] = None
+    for column in ("ais_gap", "ais_gap_stderr", "ais_log_px", "ais_log_px_stderr"):
+        row[column] = None
+    row["ais_disagree_share"] = None
     if ais_indices:
         annealed = estimate(
             model,
             dataset,
-            **{**measured, "estimator": ais},
+            **{**measured, "estimator": ais, "proposal": ais_proposal},
             examples=ais_indices,
             device=device,
             progress=True,
         ).results
         gaps = annealed.log_px - matching(results, annealed.index)
         row["ais_gap"], row["ais_gap_stderr"] = mean_and_stderr(gaps)
+        row["ais_log_px"], row["ais_log_px_stderr"] = mean_and_stderr(annealed.log_px)
         # per example: IS and AIS apart by more than a nat (AIS above: IS misses posterior mass)
         row["ais_disagree_share"] = (gaps.abs() > DISAGREEMENT_NATS).double().mean().item()
     row["ais_seconds"] = time.perf_counter() - start - importance_seconds
@@ -187,6 +196,28 @@ def measure(name: str, path: Path, cfg: DictConfig) -> dict[str, Any]:
     row["val_log_px_trend"] = trend(curve, "val/log_px")
     row["val_elbo_trend"] = trend(curve, "val/elbo")
     return row
+
+
+def ais_estimator(cfg: DictConfig) -> tuple[AnnealedImportanceSampling, Proposal]:
+    """The AIS of ``cfg.ais`` started as ``cfg.ais_start`` says, and the proposal its chains
+    start from where they start from a proposal (``cfg.ais_proposal``; the encoder if unset)."""
+    ais = ais_with_start(cfg.ais, cfg.get("ais_start", "auto"))
+    chosen = cfg.get("ais_proposal")
+    return ais, EncoderProposal() if chosen is None else build(chosen, "ais_proposal")
+
+
+def refinable_or_encoder(proposal: Proposal, model: Any, name: str) -> Proposal:
+    """``proposal``, except that a refined proposal gives way to the encoder for a model whose
+    posterior it cannot refine (an IAF or hierarchical guide), said on standard error; the row's
+    ``ais_start`` names what was used."""
+    if not isinstance(proposal, RefinedProposal):
+        return proposal
+    try:
+        proposal.check(model)
+    except UnsupportedCombinationError as refused:
+        print(f"{name}: AIS starts from the encoder, not refined: {refused}", file=sys.stderr)
+        return EncoderProposal()
+    return proposal
 
 
 #: ``ais_start`` as AIS's ``prior_share`` (auto: the estimator's own choice)
@@ -272,11 +303,16 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     """The rows as ``results.md`` shows them: the columns a reader compares, then a line per
     distinct (K, examples, machine) saying how the IS column was measured."""
     lines = [
-        "| model | test log p(x) | published | bits/dim | k-hat > 0.7 | AIS - IS (n) | epochs "
-        "| val log p(x), per 10 epochs at the end | training |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| model | test log p(x) | AIS log p(x) (n) | published | bits/dim | k-hat > 0.7 "
+        "| AIS - IS | epochs | val log p(x), per 10 epochs at the end | training |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
+        annealed = (
+            f"{row['ais_log_px']:.2f} +- {row['ais_log_px_stderr']:.2f} ({row['ais_examples']})"
+            if row["ais_log_px"] is not None
+            else "n/a"
+        )
         gap = (
             f"{row['ais_gap']:+.2f} +- {row['ais_gap_stderr']:.2f} ({row['ais_examples']}"
             + (", from the prior)" if row["ais_start"] == "prior" else ")")
@@ -290,7 +326,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             else "n/a"
         )
         lines.append(
-            f"| {row['model']} | {row['log_px']:.2f} +- {row['log_px_stderr']:.2f} "
+            f"| {row['model']} | {row['log_px']:.2f} +- {row['log_px_stderr']:.2f} | {annealed} "
             f"| {figure(row['reference'])} | {row['bpd']:.4f} "
             f"| {share_text(row['khat_share_above_0.7'])} | {gap} | {row['epochs']} | {curve_end} "
             f"| {hours}, {row['train_machine'] or 'n/a'} |"
@@ -300,6 +336,8 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         (row["num_samples"], row["num_examples"], row["eval_machine"]) for row in rows
     ):
         lines.append(f"IS with K = {samples} on {examples} examples, measured on {machine}.")
+    for start in dict.fromkeys(row["ais_start"] for row in rows if row["ais_log_px"] is not None):
+        lines.append(f"AIS from {start}, on the examples (n) spread over the split.")
     if not rows:
         lines.append("No checkpoints.")
     return "\n".join(lines)
@@ -316,7 +354,7 @@ def results_table(cfg: DictConfig) -> list[dict[str, Any]]:
     """Measure every checkpoint of ``cfg.checkpoints``; write and return the table's rows."""
     pairs = named_checkpoints(cfg.checkpoints)
     build(cfg.importance, "importance")  # bad settings fail before any checkpoint is read
-    ais_with_start(cfg.ais, cfg.get("ais_start", "auto"))
+    ais_estimator(cfg)
     for _, path in pairs:  # a typo in the fifth path fails now, not after four evaluations
         read_checkpoint(path)
     output_dir = Path(cfg.paths.output_dir)
