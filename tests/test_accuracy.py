@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import math
 import subprocess
 import sys
@@ -11,7 +12,13 @@ import pytest
 import torch
 
 from vaelik.errors import ConfigError
-from vaelik.evaluation.accuracy import EvaluationRun, accuracy_row, accuracy_table
+from vaelik.evaluation.accuracy import (
+    EvaluationRun,
+    accuracy_row,
+    accuracy_table,
+    plot_accuracy_against_time,
+    write_rows,
+)
 from vaelik.evaluation.estimate import write_results
 from vaelik.evaluation.results import PerExampleResults
 
@@ -98,3 +105,16 @@ def test_the_script_prints_the_table(runs, tmp_path):
     ).stdout
     assert "| is | importance, encoder | -1.625 +- 1.180 |" in printed
     assert '"missed": 2' in out.read_text()
+
+
+def test_rows_are_written_as_csv_and_drawn_against_time(runs, tmp_path):
+    exact, estimate = (EvaluationRun.read(folder) for folder in runs)
+    faster = write_run(tmp_path / "fast", [0, 1, 2, 3], [-13.0] * 4, [0] * 4, "importance", 0.4)
+    rows = [accuracy_row(estimate, exact), accuracy_row(EvaluationRun.read(faster), exact)]
+    written = write_rows(rows, tmp_path / "rows.csv")
+    with open(written, newline="") as handle:
+        read = list(csv.DictReader(handle))
+    assert [row["run"] for row in read] == ["is", "fast"]
+    assert float(read[0]["mean_error"]) == pytest.approx(-1.625)
+    picture = plot_accuracy_against_time(rows, exact, tmp_path / "accuracy.png")
+    assert picture.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")

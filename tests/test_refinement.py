@@ -48,7 +48,7 @@ def test_refinement_finds_the_exact_posterior_from_a_wrong_encoder(problem):
 
 def test_importance_sampling_from_the_refined_proposal_is_unbiased(problem):
     """E[p_hat(x)] = p(x): a z-test over 40,000 independent K = 2 estimates of one example,
-    the refinement (20 steps, a proposal still off the posterior) fixed by the example."""
+    the refinement (3 steps, a proposal still off the posterior) fixed by the example."""
     weight, bias, x, exact = problem
     model = linear_gaussian_vae(weight, bias, NOISE, posterior_error=0.3)
     copies = x[:1].expand(40_000, -1, -1, -1)
