@@ -3,13 +3,15 @@ sampling unbiased, and depends on the example alone."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
 
-from conftest import compose_config
+from conftest import compose_config, run_cli
 from models import linear_gaussian_log_px, linear_gaussian_vae, orthogonal_columns
+from vaelik.cli import train
 from vaelik.errors import SettingError, UnsupportedCombinationError
 from vaelik.inference.ais import AnnealedImportanceSampling
 from vaelik.inference.estimators import ImportanceSampling
@@ -110,3 +112,35 @@ def test_a_guide_that_is_not_a_diagonal_gaussian_is_refused():
     x = torch.randint(0, 2, (2, 1, 28, 28)).float()
     with pytest.raises(UnsupportedCombinationError, match="proposal=refined"):
         ImportanceSampling(num_samples=2)(model, x, torch.arange(2), RefinedProposal(steps=1))
+
+
+def test_inside_inference_mode_the_need_for_gradients_is_said(problem):
+    weight, bias, x, _ = problem
+    model = linear_gaussian_vae(weight, bias, NOISE)
+    estimator = ImportanceSampling(num_samples=2)
+    with torch.inference_mode(), pytest.raises(SettingError, match="inference_mode"):
+        estimator(model, x, torch.arange(12), RefinedProposal(steps=1))
+    with torch.inference_mode(), torch.inference_mode(False):  # as the training callback runs it
+        assert torch.isfinite(
+            estimator(model, x, torch.arange(12), RefinedProposal(steps=1)).log_px
+        ).all()
+
+
+@pytest.mark.slow
+def test_a_training_run_validates_with_the_refined_proposal(tmp_path, monkeypatch):
+    """Lightning validates under inference mode; the callback's refinement still runs."""
+    run_cli(
+        train.main,
+        [
+            "debug=fast",
+            "proposal=refined",
+            "proposal.steps=2",
+            "callbacks.log_likelihood.every_n_epochs=1",
+            "callbacks.log_likelihood.convergence_ks=null",
+            "trainer.enable_progress_bar=false",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        monkeypatch,
+    )
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert math.isfinite(metrics["val/log_px"]) and metrics["val/log_px"] < 0

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from vaelik.errors import SettingError
 from vaelik.models.networks import MLPDecoder
 from vaelik.models.reverse_mode import ReverseMLP, reverse_mlp
 from vaelik.models.vae import VAE
@@ -32,7 +33,15 @@ from vaelik.models.vae import VAE
 
 def gradient_of(function: Any, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``function(z)`` ``[...]`` and the gradient of its sum in ``z``, by autograd, both
-    detached (for any function of the latents: a prior, a proposal, a model's log_joint)."""
+    detached (for any function of the latents: a prior, a proposal, a model's log_joint).
+    Inside ``torch.inference_mode`` autograd cannot run: a :class:`SettingError` says so."""
+    if torch.is_inference_mode_enabled():
+        raise SettingError(
+            "estimator",
+            "(AIS, or proposal=refined) needs gradients in the latents, which torch cannot "
+            "compute inside torch.inference_mode(): call it outside, or under "
+            "torch.inference_mode(False)",
+        )
     with torch.enable_grad():
         leaf = z.detach().requires_grad_(True)
         value = function(leaf)

@@ -90,6 +90,8 @@ class RefinedProposal(EncoderProposal):
         """The refined posterior of the examples ``x [B, ...]`` (stream keys ``keys [B]``)."""
         if not isinstance(posterior, DiagonalGaussianPosterior):
             raise not_diagonal(model)
+        if self.steps == 0:
+            return posterior
         joint = JointGradient(model)
         loc, log_scale = posterior.loc.detach().clone(), posterior.scale.detach().log()
         moments = [torch.zeros_like(loc) for _ in range(4)]  # Adam's m and v of mu and rho

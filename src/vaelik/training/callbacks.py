@@ -85,16 +85,17 @@ class LogLikelihoodCallback(pl.Callback):
         """At the last epoch: mean log p(x) against K (nested draws, one pass), as
         ``convergence.png`` in the run directory and an image for the loggers."""
         k_max = self.estimator.num_samples
-        table = convergence(
-            pl_module.model,
-            dataset,
-            ks=sorted({k for k in self.convergence_ks if k < k_max} | {k_max}),
-            estimators=[self.estimator],
-            proposals=[self.proposal],
-            batch_size=self.batch_size,
-            examples=indices,
-            device=pl_module.device,
-        )
+        with torch.inference_mode(False):
+            table = convergence(
+                pl_module.model,
+                dataset,
+                ks=sorted({k for k in self.convergence_ks if k < k_max} | {k_max}),
+                estimators=[self.estimator],
+                proposals=[self.proposal],
+                batch_size=self.batch_size,
+                examples=indices,
+                device=pl_module.device,
+            )
         if trainer.is_global_zero and self.output_dir is not None:
             path = self.output_dir / "convergence.png"
             table.plot(path, f"validation, {len(indices)} examples, epoch {trainer.current_epoch}")
@@ -105,16 +106,19 @@ class LogLikelihoodCallback(pl.Callback):
             return
         dataset = trainer.datamodule.dataset("val")
         indices = example_indices(dataset, self.num_examples)
-        # every example once, whatever the number of processes (each estimates its share)
-        results = estimate(
-            pl_module.model,
-            dataset,
-            estimator=self.estimator,
-            proposal=self.proposal,
-            batch_size=self.batch_size,
-            examples=indices,
-            device=pl_module.device,
-        ).results
+        # every example once, whatever the number of processes (each estimates its share);
+        # Lightning validates under inference mode, where AIS and a refined proposal, which
+        # need gradients in the latents, cannot run
+        with torch.inference_mode(False):
+            results = estimate(
+                pl_module.model,
+                dataset,
+                estimator=self.estimator,
+                proposal=self.proposal,
+                batch_size=self.batch_size,
+                examples=indices,
+                device=pl_module.device,
+            ).results
         log_histograms(trainer, {"val/log_px_hist": results.log_px, "val/ess_hist": results.ess})
         if _last_epoch(trainer) and self.convergence_ks:
             self._log_convergence(trainer, pl_module, dataset, indices)
