@@ -176,7 +176,7 @@ def test_hand_written_and_autograd_chains_give_the_same_estimates(monkeypatch):
 
 
 def autograd_only(self, model):
-    self.model, self.reverse, self.hand_written = model, None, False
+    self.model, self.reverse = model, None
 
 
 def test_the_log_weight_is_unchanged_by_where_the_gradient_comes_from():

@@ -154,27 +154,21 @@ def plot_accuracy_against_time(
     import matplotlib.pyplot as plt
 
     figure, (mean_axis, worst_axis) = plt.subplots(1, 2, figsize=(11, 4.8))
-    seconds = [row["seconds_per_example"] for row in rows]
-    stderr = [row["mean_error_stderr"] for row in rows]
-    for number, (row, second, error) in enumerate(zip(rows, seconds, stderr, strict=True), 1):
-        label = f"{number}: {row['run']}"
+    for number, row in enumerate(rows, 1):
+        second, error = row["seconds_per_example"], row["mean_error_stderr"]
         bar = 0.0 if error != error else error
-        mean_axis.errorbar(second, row["mean_error"], yerr=bar, fmt="o", label=label)
-        mean_axis.annotate(
-            str(number),
-            (second, row["mean_error"]),
-            xytext=(4, 4),
-            textcoords="offset points",
-            fontsize=8,
+        mean_axis.errorbar(
+            second, row["mean_error"], yerr=bar, fmt="o", label=f"{number}: {row['run']}"
         )
         worst_axis.plot(second, row["worst_error"], "v")
-        worst_axis.annotate(
-            str(number),
-            (second, row["worst_error"]),
-            xytext=(4, 4),
-            textcoords="offset points",
-            fontsize=8,
-        )
+        for axis, column in ((mean_axis, "mean_error"), (worst_axis, "worst_error")):
+            axis.annotate(
+                str(number),
+                (second, row[column]),
+                xytext=(4, 4),
+                textcoords="offset points",
+                fontsize=8,
+            )
     mean_axis.axhspan(-0.1, 0.1, color="tab:green", alpha=0.15)
     worst_axis.axhline(-1.0, color="tab:red", linewidth=0.8)
     for axis, what in ((mean_axis, "mean"), (worst_axis, "worst example")):

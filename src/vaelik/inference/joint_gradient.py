@@ -71,7 +71,10 @@ class JointGradient:
     def __init__(self, model: Any) -> None:
         self.model = model
         self.reverse = hand_written_decoder(model)
-        self.hand_written = self.reverse is not None
+
+    @property
+    def hand_written(self) -> bool:
+        return self.reverse is not None
 
     def __call__(
         self, x: torch.Tensor, z: torch.Tensor, value: bool = True
