@@ -9,6 +9,12 @@ so that a machine whose speed drifts slows both alike. Printed per model: second
 each, their ratio, and the largest difference between the two runs' per-example estimates
 (the same per-example random streams: the values must agree to float rounding).
 
+Also printed: the *matrix-product floor*, the seconds per image that the decoder's matrix
+products alone take, forward and backward, once per leapfrog step of every chain, timed in this
+checkout's process on the same threads at the same rows per pass. No AIS with that many
+leapfrog steps in float32 can run faster on this machine, so ``baseline / floor`` bounds the
+speed-up any change keeping the values could reach.
+
     python benchmarks/ais_speed.py --baseline 182a1d1 --threads 1 \\
         --model bmnist_vae_paper --model bmnist_vampprior_paper --model binarized_mnist
 
@@ -66,6 +72,30 @@ def test_images(data_dir: str | None, count: int) -> torch.Tensor:
     return images[torch.linspace(0, len(images) - 1, count).long()]
 
 
+def matrix_product_floor(model, rows: int, gradients_per_image: int, repeats: int = 50) -> float:
+    """Seconds per image of the decoder's matrix products alone: each linear layer's product
+    ``[rows, in] @ [in, out]`` forward and ``[rows, out] @ [out, in]`` backward, in float32,
+    ``gradients_per_image`` times per image (chains x steps x leapfrog steps), at ``rows``
+    (chain, example) pairs per pass; the best of 3 timings of ``repeats`` passes."""
+    weights = [m.weight.detach() for m in model.decoder.modules() if isinstance(m, torch.nn.Linear)]
+    inputs = [torch.randn(rows, w.shape[1]) for w in weights]
+    grads = [torch.randn(rows, w.shape[0]) for w in weights]
+
+    def passes() -> None:
+        for _ in range(repeats):
+            for w, h, g in zip(weights, inputs, grads, strict=True):
+                torch.mm(h, w.t())
+                torch.mm(g, w)
+
+    passes()  # warm-up
+    best = math.inf
+    for _ in range(3):
+        start = time.perf_counter()
+        passes()
+        best = min(best, time.perf_counter() - start)
+    return best / (repeats * rows) * gradients_per_image
+
+
 def child(args: argparse.Namespace) -> None:
     """One timed AIS run; prints a JSON line (seconds per image, per-example log p(x))."""
     import vaelik
@@ -84,21 +114,25 @@ def child(args: argparse.Namespace) -> None:
     log_w = estimator.log_weights(plan, x, index)
     seconds = time.perf_counter() - start
     log_px = torch.logsumexp(log_w, 0) - math.log(log_w.shape[0])
-    print(
-        json.dumps(
-            {
-                "vaelik": str(Path(vaelik.__file__).parent),
-                "seconds_per_image": seconds / len(x),
-                "log_px": log_px.tolist(),
-                "num_steps": estimator.num_steps,
-                "num_chains": estimator.num_samples,
-            }
-        )
-    )
+    measured = {
+        "vaelik": str(Path(vaelik.__file__).parent),
+        "seconds_per_image": seconds / len(x),
+        "log_px": log_px.tolist(),
+        "num_steps": estimator.num_steps,
+        "num_chains": estimator.num_samples,
+    }
+    if args.floor:
+        from vaelik.inference.log_weights import default_chunk_size
+
+        rows = min(default_chunk_size(torch.device("cpu")), len(x) * estimator.num_samples)
+        gradients = estimator.num_samples * estimator.num_steps * estimator.leapfrog_steps
+        measured["floor_s_per_image"] = matrix_product_floor(model, rows, gradients)
+    print(json.dumps(measured))
 
 
-def run_child(args: argparse.Namespace, model: str, source: Path) -> dict:
-    """A fresh process running :func:`child` with the vaelik under ``source`` (a ``src``)."""
+def run_child(args: argparse.Namespace, model: str, source: Path, floor: bool = False) -> dict:
+    """A fresh process running :func:`child` with the vaelik under ``source`` (a ``src``);
+    ``floor``: also time the matrix-product floor."""
     command = [
         sys.executable,
         __file__,
@@ -112,6 +146,7 @@ def run_child(args: argparse.Namespace, model: str, source: Path) -> dict:
     command += ["--steps", str(args.steps)] if args.steps else []
     command += ["--chains", str(args.chains)] if args.chains else []
     command += ["--data-dir", args.data_dir] if args.data_dir else []
+    command += ["--floor"] if floor else []
     env = dict(os.environ, PYTHONPATH=str(source), OMP_NUM_THREADS=str(args.threads))
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode:
@@ -127,9 +162,10 @@ def compare(args: argparse.Namespace, model: str, baseline_src: Path) -> dict:
     runs: dict[str, list[dict]] = {"baseline": [], "current": []}
     for _ in range(args.repeats):
         runs["baseline"].append(run_child(args, model, baseline_src))
-        runs["current"].append(run_child(args, model, ROOT / "src"))
+        runs["current"].append(run_child(args, model, ROOT / "src", floor=True))
     best = {name: min(r["seconds_per_image"] for r in found) for name, found in runs.items()}
     old, new = runs["baseline"][0]["log_px"], runs["current"][0]["log_px"]
+    floor = min(r["floor_s_per_image"] for r in runs["current"])
     return {
         "model": model.split("=")[0],
         "examples": args.examples,
@@ -138,6 +174,8 @@ def compare(args: argparse.Namespace, model: str, baseline_src: Path) -> dict:
         "baseline_s_per_image": round(best["baseline"], 3),
         "current_s_per_image": round(best["current"], 3),
         "speedup": round(best["baseline"] / best["current"], 2),
+        "floor_s_per_image": round(floor, 3),
+        "speedup_bound": round(best["baseline"] / floor, 2),
         "max_abs_difference": max(abs(a - b) for a, b in zip(old, new, strict=True)),
         "log_px_mean": sum(new) / len(new),
     }
@@ -155,6 +193,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None, help="binarized MNIST (default: embedded)")
     parser.add_argument("--csv", type=Path, help="also write the table here")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--floor", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     models = args.model or ["bmnist_vae_paper", "bmnist_vampprior_paper", "binarized_mnist"]
     if args.child:

@@ -44,12 +44,9 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_model_and_data(args: argparse.Namespace):
@@ -72,8 +69,7 @@ def load_model_and_data(args: argparse.Namespace):
             cfg = compose("train", ["experiment=binarized_mnist", "paths.output_dir=unused"])
         torch.manual_seed(0)
         model = build_model(cfg, "binary")
-    amat = Path(args.data_dir) / "BinarizedMNIST" / "binarized_mnist_test.amat"
-    if amat.is_file():
+    if args.data_dir:
         from vaelik.data import BinarizedMNIST
 
         images = BinarizedMNIST(args.data_dir, download=False).load("test").float()
@@ -342,7 +338,8 @@ def run_child(
     command += ["--paired"] if paired else []
     command += ["--examples", str(examples), "--batch", str(args.batch)]
     command += ["--common", str(min(examples, args.baseline_examples))]
-    command += ["--threads", str(args.threads), "--data-dir", args.data_dir]
+    command += ["--threads", str(args.threads)]
+    command += ["--data-dir", args.data_dir] if args.data_dir else []
     command += ["--float64-examples", str(args.float64_examples), "--repeats", str(args.repeats)]
     command += ["--chunk-size", str(args.chunk_size)] if args.chunk_size else []
     command += ["--ckpt", args.ckpt] if args.ckpt else []
@@ -359,7 +356,9 @@ def main() -> None:
     parser.add_argument(
         "--ckpt", default=None, help="checkpoint of a Bernoulli MLP VAE (default: random weights)"
     )
-    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument(
+        "--data-dir", help="a folder holding BinarizedMNIST/ (default: the embedded digits)"
+    )
     parser.add_argument("--examples", type=int, default=100, help="test images for vaelik")
     parser.add_argument(
         "--baseline-examples", type=int, default=20, help="test images for the loop and pythae"

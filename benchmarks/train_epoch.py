@@ -213,7 +213,7 @@ def vaelik_epoch_seconds(data_dir: str, epochs: int, threads: int, extra: list[s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--data-dir", required=True, help="a folder holding BinarizedMNIST/")
     parser.add_argument("--epochs", type=int, default=3, help="E >= 2; epoch 1 is not timed")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
