@@ -14,6 +14,7 @@ from vaelik.inference.ais import AnnealedImportanceSampling
 from vaelik.inference.joint_gradient import JointGradient, gradient_of
 from vaelik.inference.proposals import EncoderProposal
 from vaelik.models.factory import build_model
+from vaelik.models.folding import TanhMLP
 from vaelik.models.frozen import frozen
 from vaelik.models.networks import Branches, mlp
 from vaelik.models.reverse_mode import ReverseMLP, reverse_mlp
@@ -137,6 +138,32 @@ def test_a_vampprior_runs_its_guide_once_while_frozen():
         inside = [model.prior.log_prob(z) for _ in range(3)]
     assert len(calls) == 1 and model.prior._held is None
     assert all(torch.equal(a, b) for a, b in zip(outside, inside, strict=True))
+
+
+def test_frozen_scopes_nest():
+    """An estimate inside an estimate (an inner ``frozen``) keeps the outer scope's held values:
+    the VampPrior's guide still runs once, the tanh MLP stays folded, and both let go at the
+    outer scope's end."""
+    model = vae(
+        "decoder.hidden=[8]",
+        "decoder.activation=tanh",
+        "prior=vampprior",
+        "prior.num_pseudo_inputs=5",
+    )
+    calls = []
+    model.guide.register_forward_hook(lambda *_: calls.append(1))
+    tanh_mlps = [m for m in model.modules() if isinstance(m, TanhMLP) and m.alternates()]
+    assert tanh_mlps
+    z = torch.randn(4, 2, 3, dtype=torch.float64)
+    with frozen(model):
+        held = model.prior._held
+        with frozen(model):
+            model.prior.log_prob(z)
+            assert model.prior._held is held
+        assert model.prior._held is held and all(m._folding for m in tanh_mlps)
+        model.prior.log_prob(z)
+    assert len(calls) == 1
+    assert model.prior._held is None and not any(m._folding for m in tanh_mlps)
 
 
 def ais(**settings) -> AnnealedImportanceSampling:

@@ -82,7 +82,11 @@ class TanhMLP(nn.Sequential):
     @contextmanager
     def held_constant(self) -> Iterator[None]:
         """Within the block (:func:`~vaelik.models.frozen.frozen`) the network runs folded where
-        it alternates linear and tanh layers; the folded copies are dropped at its end."""
+        it alternates linear and tanh layers; the folded copies are dropped at its end. A scope
+        inside another keeps the outer one's copies."""
+        if self._folding:
+            yield
+            return
         self._folding, self._folded = self.alternates(), None
         try:
             yield

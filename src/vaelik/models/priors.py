@@ -129,7 +129,11 @@ class MixturePrior(Prior):
     @contextmanager
     def held_constant(self) -> Iterator[None]:
         """Within the block (:func:`~vaelik.models.frozen.frozen`, the parameters fixed) the
-        components are computed once, without gradients in the parameters."""
+        components are computed once, without gradients in the parameters. A scope inside
+        another keeps the outer one's components."""
+        if self._held is not None:
+            yield
+            return
         with torch.no_grad():
             loc, scale, log_weights = self.components()
             self._held = loc.detach(), scale.detach(), log_weights.detach()
