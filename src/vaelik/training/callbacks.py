@@ -85,17 +85,16 @@ class LogLikelihoodCallback(pl.Callback):
         """At the last epoch: mean log p(x) against K (nested draws, one pass), as
         ``convergence.png`` in the run directory and an image for the loggers."""
         k_max = self.estimator.num_samples
-        with torch.inference_mode(False):
-            table = convergence(
-                pl_module.model,
-                dataset,
-                ks=sorted({k for k in self.convergence_ks if k < k_max} | {k_max}),
-                estimators=[self.estimator],
-                proposals=[self.proposal],
-                batch_size=self.batch_size,
-                examples=indices,
-                device=pl_module.device,
-            )
+        table = convergence(
+            pl_module.model,
+            dataset,
+            ks=sorted({k for k in self.convergence_ks if k < k_max} | {k_max}),
+            estimators=[self.estimator],
+            proposals=[self.proposal],
+            batch_size=self.batch_size,
+            examples=indices,
+            device=pl_module.device,
+        )
         if trainer.is_global_zero and self.output_dir is not None:
             path = self.output_dir / "convergence.png"
             table.plot(path, f"validation, {len(indices)} examples, epoch {trainer.current_epoch}")
@@ -119,9 +118,11 @@ class LogLikelihoodCallback(pl.Callback):
                 examples=indices,
                 device=pl_module.device,
             ).results
-        log_histograms(trainer, {"val/log_px_hist": results.log_px, "val/ess_hist": results.ess})
-        if _last_epoch(trainer) and self.convergence_ks:
-            self._log_convergence(trainer, pl_module, dataset, indices)
+            log_histograms(
+                trainer, {"val/log_px_hist": results.log_px, "val/ess_hist": results.ess}
+            )
+            if _last_epoch(trainer) and self.convergence_ks:
+                self._log_convergence(trainer, pl_module, dataset, indices)
         summary = results.summary(trainer.datamodule.num_dims)
         metrics = {
             "val/log_px": summary["log_px_mean"],
