@@ -136,38 +136,3 @@ def test_a_curve_with_gaps_reads_only_its_measured_points(tmp_path):
     }
     (written,) = draw.draw_all(tmp_path / "docs")
     assert written == folder.parent / "learning_curves.png" and written.is_file()
-
-
-def write_metrics(folder: Path, rows: list[str]) -> None:
-    folder.mkdir(parents=True)
-    header = "epoch,step,train/loss_step,val/elbo,val/log_px\n"
-    (folder / "metrics.csv").write_text(header + "".join(f"{row}\n" for row in rows))
-
-
-def test_a_resumed_runs_curve_takes_each_epoch_from_its_latest_version(tmp_path):
-    export = load("tools/export_learning_curve.py")
-    run = tmp_path / "run"
-    write_metrics(run / "csv" / "version_0", ["0,9,5.0,,", "0,9,,-250.5,", "1,19,,-200.25,-190.0"])
-    # resumed from epoch 0's checkpoint: epoch 1 again (its values replace the first try's),
-    # then version_10 sorts after version_2 by number, not by name
-    write_metrics(run / "csv" / "version_2", ["1,19,,-199.0,", "2,29,,-150.0,nan"])
-    write_metrics(run / "csv" / "version_10", ["2,29,,-149.5,", "3,39,,-140.0,-139.0"])
-    curve = export.learning_curve(run)
-    assert curve == {
-        0: {"val/elbo": -250.5},
-        1: {"val/elbo": -199.0, "val/log_px": -190.0},
-        2: {"val/elbo": -149.5},
-        3: {"val/elbo": -140.0, "val/log_px": -139.0},
-    }
-    export.write_curve(curve, tmp_path / "curve.csv")
-    assert (tmp_path / "curve.csv").read_text() == (
-        "epoch,val/elbo,val/log_px\n0,-250.5,\n1,-199.0,-190.0\n2,-149.5,\n3,-140.0,-139.0\n"
-    )
-    draw = load("tools/draw_learning_curves.py")  # and it is the file the drawing reads
-    assert draw.read_curve(tmp_path / "curve.csv")["val/log_px"] == [(1, -190.0), (3, -139.0)]
-
-
-def test_exporting_a_folder_without_csv_logs_names_the_fix(tmp_path):
-    export = load("tools/export_learning_curve.py")
-    with pytest.raises(FileNotFoundError, match="hydra.run.dir"):
-        export.learning_curve(tmp_path)
