@@ -1,8 +1,8 @@
 """The VampPrior paper's details: AdamNormGrad against a hand computation, the log-variance
 bounds of ScaleRule, He-normal initialisation, the paper experiments' structure (parameter
-counts, bounds, optimiser), the pseudo-inputs' dead gradient at the code's default init, and
-model.num_layers (L = 2 is the two-layer model; L = 3 against a closed-form linear-Gaussian
-hierarchy)."""
+counts, bounds, optimiser), the pseudo-inputs' dead gradient at the code's command-line default
+init, and model.num_layers (L = 2 is the two-layer model; L = 3 against a closed-form
+linear-Gaussian hierarchy)."""
 
 from __future__ import annotations
 
@@ -342,7 +342,7 @@ def test_paper_hvae_with_three_layers_builds_and_runs():
 
 
 # --------------------------------------------------------------------------------------------
-# 5. The pseudo-inputs' gradient at the authors' default init
+# 5. The pseudo-inputs' gradient at the authors' command-line default init
 # --------------------------------------------------------------------------------------------
 
 
