@@ -211,6 +211,19 @@ def test_the_ais_gap_is_measured_again_without_redoing_importance_sampling(
         assert measured_is == [10, 5], other
 
 
+def test_the_table_names_a_checkpoint_under_the_working_directory_relative_to_it(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    inside = tmp_path / "runs/a/checkpoints/best.ckpt"
+    assert (
+        table.recorded_path(Path("runs/a/checkpoints/best.ckpt")) == "runs/a/checkpoints/best.ckpt"
+    )
+    assert table.recorded_path(inside) == "runs/a/checkpoints/best.ckpt"
+    elsewhere = tmp_path.parent / "other/best.ckpt"
+    assert table.recorded_path(elsewhere) == str(elsewhere.resolve())
+
+
 def test_a_second_writer_waits_for_the_table_lock(tmp_path):
     """While one command holds the lock, another's row waits; it is written once released."""
     row = dict.fromkeys(table.COLUMNS) | {

@@ -101,6 +101,16 @@ def run_folder(path: Path) -> Path:
     return path.parent.parent if path.parent.name == "checkpoints" else path.parent
 
 
+def recorded_path(path: Path) -> str:
+    """How the table names a checkpoint: relative to the working directory when it lies under
+    it (so a table committed beside its runs names no machine's folders), else absolute."""
+    absolute = path.resolve()
+    try:
+        return str(absolute.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(absolute)
+
+
 def measure(name: str, path: Path, cfg: DictConfig) -> dict[str, Any]:
     """One row of the table for the checkpoint at ``path``.
 
@@ -133,7 +143,7 @@ def measure(name: str, path: Path, cfg: DictConfig) -> dict[str, Any]:
         "num_samples": importance.num_samples,
         "ais_examples": len(ais_indices),
         "ais_start": ais_start.name,
-        "checkpoint": str(path.resolve()),
+        "checkpoint": recorded_path(path),
         "epochs": checkpoint.epochs,
         "split": str(cfg.split),
         "seed": int(cfg.seed),
