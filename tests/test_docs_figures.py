@@ -136,3 +136,17 @@ def test_a_curve_with_gaps_reads_only_its_measured_points(tmp_path):
     }
     (written,) = draw.draw_all(tmp_path / "docs")
     assert written == folder.parent / "learning_curves.png" and written.is_file()
+
+
+def test_a_model_keeps_its_colour_in_both_panels_when_another_lacks_the_gap():
+    draw = load("tools/draw_learning_curves.py")
+    with_gap = {"val/log_px": [(9, -90.0)], "train_val_elbo_gap": [(9, 1.0)]}
+    curves = {"a": {"val/log_px": [(9, -91.0)]}, "b": with_gap, "c": dict(with_gap)}
+    fig = draw.figure(curves, "toy")
+    left, right = fig.axes
+    colour = {line.get_label(): line.get_color() for line in left.get_lines()}
+    assert len(set(colour.values())) == 3
+    assert [line.get_label() for line in right.get_lines()] == ["b", "c"]
+    for line in right.get_lines():
+        assert line.get_color() == colour[line.get_label()]
+    draw.plt.close(fig)

@@ -46,28 +46,43 @@ def curve_folders(docs: Path) -> list[Path]:
     )
 
 
-def draw(curves: dict[str, dict[str, list[tuple[int, float]]]], path: Path, title: str) -> None:
-    """One PNG: validation log p(x) against epoch (and the ELBO gap if any curve has it)."""
+def colours(models) -> dict[str, str]:
+    """One colour per model, the same in every panel (matplotlib's cycle ``C0``..``C9``)."""
+    return {model: f"C{number % 10}" for number, model in enumerate(models)}
+
+
+def figure(curves: dict[str, dict[str, list[tuple[int, float]]]], title: str):
+    """Validation log p(x) against epoch, and beside it the train/validation ELBO gap if any
+    curve has it; a model keeps its colour in both panels, whichever curves lack the gap."""
     with_gap = any(curve.get(GAP) for curve in curves.values())
+    colour = colours(curves)
+    fig, axes = plt.subplots(
+        1, 2 if with_gap else 1, figsize=(11 if with_gap else 6.5, 4.2), squeeze=False
+    )
+    panels = [(axes[0][0], LOG_PX, "validation log p(x) (nats)")]
+    if with_gap:
+        panels.append((axes[0][1], GAP, "train ELBO - validation ELBO (nats)"))
+    for axis, column, label in panels:
+        for model, curve in curves.items():
+            points = curve.get(column, [])
+            if points:
+                epochs, values = zip(*points, strict=True)
+                axis.plot(
+                    epochs, values, marker="o", markersize=3, label=model, color=colour[model]
+                )
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(label)
+        axis.grid(True, alpha=0.3)
+    axes[0][0].legend(fontsize="small")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def draw(curves: dict[str, dict[str, list[tuple[int, float]]]], path: Path, title: str) -> None:
+    """Write :func:`figure` of ``curves`` as a PNG at ``path``."""
     with plt.style.context("default"):
-        fig, axes = plt.subplots(
-            1, 2 if with_gap else 1, figsize=(11 if with_gap else 6.5, 4.2), squeeze=False
-        )
-        panels = [(axes[0][0], LOG_PX, "validation log p(x) (nats)")]
-        if with_gap:
-            panels.append((axes[0][1], GAP, "train ELBO - validation ELBO (nats)"))
-        for axis, column, label in panels:
-            for model, curve in curves.items():
-                points = curve.get(column, [])
-                if points:
-                    epochs, values = zip(*points, strict=True)
-                    axis.plot(epochs, values, marker="o", markersize=3, label=model)
-            axis.set_xlabel("epoch")
-            axis.set_ylabel(label)
-            axis.grid(True, alpha=0.3)
-        axes[0][0].legend(fontsize="small")
-        fig.suptitle(title)
-        fig.tight_layout()
+        fig = figure(curves, title)
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=100, metadata={"Software": None})
         plt.close(fig)
