@@ -324,7 +324,8 @@ def test_own_model_classes_need_an_explicit_opt_in(tmp_path, monkeypatch):
 
 
 def test_review_findings_stay_fixed(user_model, tmp_path, monkeypatch):
-    """Quadrature's K is its grid: a callback or a call that sets K leaves it (or says so); two
+    """Quadrature's K is its grid: a callback or a call that sets K leaves it (or says so); the
+    callback's convergence plot keeps every K asked for; two
     estimators of one name are two lines; a mixed AIS start names one line at every K;
     repeated examples and a batch of 0 are refused; a private config tree is read by name."""
     from vaelik.inference.quadrature import Quadrature
@@ -333,6 +334,10 @@ def test_review_findings_stay_fixed(user_model, tmp_path, monkeypatch):
     model, x = user_model
     callback = LogLikelihoodCallback(Quadrature(points=10), EncoderProposal(), num_samples=128)
     assert callback.estimator.points == 10
+    wide = LogLikelihoodCallback(
+        vaelik.make_estimator("importance"), EncoderProposal(), convergence_ks=[1, 10, 1000]
+    )
+    assert wide.plotted_ks() == [1, 10, 128, 1000]  # a K above the per-epoch one is kept
     with pytest.raises(ConfigError, match="'quadrature' has no setting 'num_samples'"):
         vaelik.estimate(model, x, estimator="quadrature", num_samples=4)
     with pytest.raises(SettingError, match="num_samples is not a setting of estimator"):

@@ -43,8 +43,8 @@ class LogLikelihoodCallback(pl.Callback):
             the fit starts, before the first epoch.
         num_samples: K for this per-epoch estimate, replacing the estimator's (None keeps it;
             a grid rule keeps its own points^L).
-        convergence_ks: at the last epoch, also plot mean log p(x) against these K values
-            (``convergence.png`` in ``output_dir``, and sent to the loggers).
+        convergence_ks: at the last epoch, also plot mean log p(x) against these K values and
+            ``num_samples`` (``convergence.png`` in ``output_dir``, and sent to the loggers).
         num_examples: validation examples used, spread evenly over the split (null: all).
         every_n_epochs: run on every n-th validation epoch (and the last).
         batch_size: examples per estimator call.
@@ -81,14 +81,18 @@ class LogLikelihoodCallback(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.estimator.bind(pl_module.model, self.proposal)  # an impossible choice fails now
 
+    def plotted_ks(self) -> list[int]:
+        """The K values of ``convergence.png``: ``convergence_ks`` and this callback's own K (so
+        the plot ends at, or passes through, the logged ``val/log_px``), none dropped."""
+        return sorted(set(self.convergence_ks) | {self.estimator.num_samples})
+
     def _log_convergence(self, trainer, pl_module, dataset, indices: list[int]) -> None:
         """At the last epoch: mean log p(x) against K (nested draws, one pass), as
         ``convergence.png`` in the run directory and an image for the loggers."""
-        k_max = self.estimator.num_samples
         table = convergence(
             pl_module.model,
             dataset,
-            ks=sorted({k for k in self.convergence_ks if k < k_max} | {k_max}),
+            ks=self.plotted_ks(),
             estimators=[self.estimator],
             proposals=[self.proposal],
             batch_size=self.batch_size,
