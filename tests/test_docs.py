@@ -69,6 +69,9 @@ def test_the_reference_shows_every_option_key_default_and_comment(reference):
     ais = page.split("#### `estimator=ais`", 1)[1].split("####", 1)[0]
     assert re.search(r"\| `num_steps` \| `500` \| intermediate distributions", ais)
     assert "| `num_samples` | `32` | chains per example |" in ais
+    # a group no command chooses by default is shown as Hydra takes it, with its + keys
+    assert "#### `+sweep=paper_ablation`" in page and "#### `experiment=bmnist_vae`" in page
+    assert "| `hydra.sweeper.params.+ablation` | `none,optimizer," in page
 
 
 def test_every_key_in_the_reference_is_described(reference):

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 PAGE = ROOT / "docs" / "reference" / "configuration.md"
 
-KEY_LINE = re.compile(r"^(?P<indent>\s*)(?P<key>[A-Za-z_][\w.\-/@]*|\"[^\"]+\"):(?P<rest>.*)$")
+KEY_LINE = re.compile(r"^(?P<indent>\s*)(?P<key>\+?[A-Za-z_][\w.\-/@]*|\"[^\"]+\"):(?P<rest>.*)$")
 INLINE_COMMENT = re.compile(r"\s+#\s?(?P<text>.*)$")
 
 #: each command's own config, relative to conf/ (the deadline example has a tree of its own)
@@ -199,6 +199,20 @@ def describe_missing(configs: dict[tuple[str, str], ConfigFile]) -> None:
             )
 
 
+def chosen_groups(tree: str = "") -> set[str]:
+    """The groups some command's defaults list chooses (``estimator@ais`` is ``estimator``),
+    for vaelik-train's tree or, with ``tree``, for ``conf/<tree>/``'s own command. Any other
+    group is added on the command line with ``+`` (``+sweep=paper_ablation``)."""
+    names = [name for name in COMMANDS.values() if name.rpartition("/")[0] == tree]
+    groups = set()
+    for name in names:
+        for item in yaml.safe_load((CONF / name).read_text()).get("defaults", []):
+            if isinstance(item, dict):
+                key = next(iter(item)).removeprefix("override ").lstrip("/")
+                groups.add(key.partition("@")[0])
+    return groups
+
+
 def render() -> str:
     configs = {("", command): read_config_file(CONF / name) for command, name in COMMANDS.items()}
     groups = group_options()
@@ -215,6 +229,8 @@ def render() -> str:
         "option of a group by name (`vaelik-train prior=vampprior`), and add a key a config does",
         "not have with `+` (`+trainer.max_time=00:01:00:00`). `${...}` is an interpolation: the",
         "value of another key, resolved when the config is composed. `???` must be given.",
+        "A group that no command chooses by default is added with `+` too",
+        "(`vaelik-train -m +sweep=paper_ablation`); its options are listed that way below.",
         "",
         "## Commands",
         "",
@@ -229,9 +245,10 @@ def render() -> str:
         heading = f"{choice_group} (vaelik-{tree})" if tree else group
         names = ", ".join(f"`{path.stem}`" for path in options)
         lines += [f"### {heading}", "", f"Options: {names}.", ""]
+        added = "" if choice_group in chosen_groups(tree) else "+"
         for path in options:
             config = configs[(group, path.stem)]
-            lines += [f"#### `{choice_group}={path.stem}`", ""]
+            lines += [f"#### `{added}{choice_group}={path.stem}`", ""]
             if config.description:
                 lines += [config.description, ""]
             lines += table(config)
