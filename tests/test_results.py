@@ -284,6 +284,18 @@ def test_learning_curve_joins_a_resumed_runs_logs_and_measures_its_end(tmp_path)
     assert trend(curve, "val/bpd") is None and read_curve(tmp_path / "no_logs") == {}
 
 
+def test_the_learning_curve_records_the_train_validation_elbo_gap(tmp_path):
+    path = tmp_path / "csv/version_0/metrics.csv"
+    path.parent.mkdir(parents=True)
+    path.write_text(
+        "epoch,step,train/elbo_epoch,val/elbo\n"
+        "0,9,-120.5,\n0,9,,-122.0\n1,19,-110.0,\n2,29,,-111.0\n"
+    )
+    curve = read_curve(tmp_path)
+    assert curve[0] == {"train/elbo_epoch": -120.5, "val/elbo": -122.0, "train_val_elbo_gap": 1.5}
+    assert "train_val_elbo_gap" not in curve[1] and "train_val_elbo_gap" not in curve[2]
+
+
 def test_a_checkpoint_from_before_vaelik_counted_training_time_keeps_the_timers_count():
     module = VAELitModule(tiny_bernoulli_vae(), torch.optim.Adam, num_dims=4)
     module.on_load_checkpoint({"callbacks": {"Timer": {"time_elapsed": {"train": 2700.5}}}})

@@ -26,6 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 LOG_PX = "val/log_px"
 GAP = "train_val_elbo_gap"
 FILE_NAME = "learning_curves.png"
+#: the gap panel starts here: in the first epochs an epoch's mean training ELBO lags far behind
+#: the model that ends it (tens of nats below the validation ELBO), which would flatten the rest
+GAP_FROM_EPOCH = 9
+#: a curve with more points than this is drawn as a plain line (markers would merge)
+MARKED_POINTS = 40
 
 
 def read_curve(path: Path) -> dict[str, list[tuple[int, float]]]:
@@ -52,8 +57,9 @@ def colours(models) -> dict[str, str]:
 
 
 def figure(curves: dict[str, dict[str, list[tuple[int, float]]]], title: str):
-    """Validation log p(x) against epoch, and beside it the train/validation ELBO gap if any
-    curve has it; a model keeps its colour in both panels, whichever curves lack the gap."""
+    """Validation log p(x) against epoch, and beside it the train/validation ELBO gap (from
+    epoch :data:`GAP_FROM_EPOCH`) if any curve has it; a model keeps its colour in both panels,
+    whichever curves lack the gap."""
     with_gap = any(curve.get(GAP) for curve in curves.values())
     colour = colours(curves)
     fig, axes = plt.subplots(
@@ -65,10 +71,13 @@ def figure(curves: dict[str, dict[str, list[tuple[int, float]]]], title: str):
     for axis, column, label in panels:
         for model, curve in curves.items():
             points = curve.get(column, [])
+            if column == GAP:
+                points = [(epoch, value) for epoch, value in points if epoch >= GAP_FROM_EPOCH]
             if points:
                 epochs, values = zip(*points, strict=True)
+                marker = "o" if len(points) <= MARKED_POINTS else None
                 axis.plot(
-                    epochs, values, marker="o", markersize=3, label=model, color=colour[model]
+                    epochs, values, marker=marker, markersize=3, label=model, color=colour[model]
                 )
         axis.set_xlabel("epoch")
         axis.set_ylabel(label)

@@ -9,6 +9,11 @@ The trend is the slope of a metric over the last ``window`` epochs of its measur
 per 10 epochs: (m(e_last) - m(e_first)) * 10 / (e_last - e_first), where e_first is the earliest
 measured epoch at least ``e_last - window``. The callback measures ``val/log_px`` on the same
 examples with the same seed every time, so the difference is much less noisy than either figure.
+
+The overfitting gap of an epoch is ``train_val_elbo_gap = train/elbo_epoch - val/elbo``: the mean
+training ELBO over the epoch's steps (the ELBO itself, not the loss a KL warm-up weights) minus
+the ELBO of the validation set after it, in nats; it grows when the model fits the training
+images better than unseen ones.
 """
 
 from __future__ import annotations
@@ -17,14 +22,17 @@ import csv
 import math
 from pathlib import Path
 
-CURVE_METRICS = ("val/elbo", "val/log_px")
+TRAIN_ELBO = "train/elbo_epoch"
+GAP = "train_val_elbo_gap"
+CURVE_METRICS = ("val/elbo", "val/log_px", TRAIN_ELBO)
 
 
 def read_curve(
     run_dir: Path, metrics: tuple[str, ...] = CURVE_METRICS
 ) -> dict[int, dict[str, float]]:
     """``{epoch: {metric: value}}`` from every ``csv/version_*/metrics.csv`` under ``run_dir``,
-    epochs in increasing order; empty when the run kept no CSV logs."""
+    epochs in increasing order, with the ELBO gap where an epoch has both ELBOs (see the
+    module's docstring); empty when the run kept no CSV logs."""
     curve: dict[int, dict[str, float]] = {}
     versions = sorted(
         Path(run_dir).glob("csv/version_*/metrics.csv"),
@@ -39,6 +47,9 @@ def read_curve(
                 for metric in metrics:
                     if row.get(metric):
                         curve.setdefault(epoch, {})[metric] = float(row[metric])
+    for values in curve.values():
+        if TRAIN_ELBO in values and "val/elbo" in values:
+            values[GAP] = values[TRAIN_ELBO] - values["val/elbo"]
     return dict(sorted(curve.items()))
 
 
