@@ -240,12 +240,14 @@ def render() -> str:
         lines += [f"### {command}", "", f"`conf/{name}`. {config.description}", ""]
         lines += table(config)
     lines += ["## Config groups", ""]
+    trees = {group.rpartition("/")[0] for group in groups}
+    chosen = {tree: chosen_groups(tree) for tree in trees}  # each command's YAML read once
     for group, options in groups.items():
         tree, _, choice_group = group.rpartition("/")  # deadline/proposal: vaelik-deadline's
         heading = f"{choice_group} (vaelik-{tree})" if tree else group
         names = ", ".join(f"`{path.stem}`" for path in options)
         lines += [f"### {heading}", "", f"Options: {names}.", ""]
-        added = "" if choice_group in chosen_groups(tree) else "+"
+        added = "" if choice_group in chosen[tree] else "+"
         for path in options:
             config = configs[(group, path.stem)]
             lines += [f"#### `{added}{choice_group}={path.stem}`", ""]
