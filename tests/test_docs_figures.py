@@ -98,6 +98,7 @@ def test_the_published_models_table_is_in_the_results_schema():
         "bmnist_hvae_vampprior_paper",
         "bmnist_vampprior_paper",
         "bmnist_hvae_vampprior_paper_3layers",
+        "bmnist_vampprior_paper_seed1",
     ]
     for row in rows:
         assert set(row) == set(COLUMNS)
