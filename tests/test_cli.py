@@ -480,6 +480,82 @@ def test_a_failed_resume_leaves_the_runs_record_as_it_was(
     assert after == {p: b for p, b in before.items() if ".hydra" not in p.parts}
 
 
+def files_of(folder: Path) -> dict[Path, bytes]:
+    """Every file under ``folder`` (Hydra's own .hydra records left out) and its bytes."""
+    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and ".hydra" not in p.parts}
+
+
+@pytest.mark.parametrize(
+    ("field", "form", "keep_dirpath"),
+    [
+        ("last_model_path", "local://{victim}", False),
+        ("best_model_path", "file://{victim}", True),
+        ("best_k_models", "{folder}/../../victim", True),
+        ("kth_best_model_path", "simplecache::file://{victim}", False),
+    ],
+)
+def test_a_checkpoint_naming_a_folder_outside_the_run_cannot_delete_it(
+    trained_run, tmp_path, monkeypatch, capsys, field, form, keep_dirpath
+):
+    """A crafted ModelCheckpoint state in last.ckpt: refused in one line with exit 2 before the
+    resumed run writes anything, and the folder it names is untouched (Lightning would have
+    deleted it at the next save of last.ckpt)."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "thesis.tex").write_text("years of work")
+    path = run_dir / "checkpoints" / "last.ckpt"
+    raw = torch.load(path, weights_only=True)
+    (key,) = [k for k in raw["callbacks"] if k.startswith("ModelCheckpoint")]
+    # the copy's state as if it had been written there, then the one planted path
+    state = json.loads(
+        json.dumps(raw["callbacks"][key], default=float).replace(
+            str(trained_run.resolve()), str(run_dir.resolve())
+        )
+    )
+    raw["callbacks"][key] = state
+    value = form.format(victim=victim, folder=run_dir / "checkpoints")
+    if field == "best_k_models":
+        state[field][value] = torch.tensor(-1e9)
+    else:
+        state[field] = value
+    if not keep_dirpath:
+        del state["dirpath"]
+    torch.save(raw, path)
+    before = files_of(run_dir)
+    output = run_cli_failing(
+        train.main, [*FAST, "ckpt_path=last", f"hydra.run.dir={run_dir}"], monkeypatch, capsys
+    )
+    line = user_error(output)
+    assert f"ModelCheckpoint {field}" in line and "never writes or deletes files" in line
+    assert (victim / "thesis.tex").read_text() == "years of work"
+    assert files_of(run_dir) == before
+
+
+def test_a_copied_run_resumes_on_its_copies_and_never_touches_the_original(
+    trained_run, tmp_path, monkeypatch
+):
+    """Resuming a copy of a run, or a run's checkpoint in a new folder, keeps top-k and
+    last.ckpt in the new folder (no last-v1.ckpt beside a stale last.ckpt) and leaves every
+    file of the original as it was."""
+    original = files_of(trained_run)
+    copy, fresh = tmp_path / "copy", tmp_path / "fresh"
+    shutil.copytree(trained_run, copy)
+    common = [*FAST, "logger=none", "trainer.max_epochs=3"]
+    run_cli(train.main, [*common, "ckpt_path=last", f"hydra.run.dir={copy}"], monkeypatch)
+    last = trained_run / "checkpoints" / "last.ckpt"
+    run_cli(train.main, [*common, f"ckpt_path={last}", f"hydra.run.dir={fresh}"], monkeypatch)
+    assert files_of(trained_run) == original
+    for run_dir in (copy, fresh):
+        names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+        assert names[-1] == "last.ckpt" and len(names) == 2, names  # one best, one last
+        ended = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+        assert ended["epoch"] == 2
+        (state,) = [v for k, v in ended["callbacks"].items() if k.startswith("ModelCheckpoint")]
+        assert Path(state["dirpath"]) == (run_dir / "checkpoints").resolve()
+
+
 def test_an_unwritable_checkpoint_folder_fails_before_training(tmp_path, monkeypatch, capsys):
     run_dir = tmp_path / "run"
     run_dir.mkdir()

@@ -31,6 +31,8 @@ class VAECheckpoint:
     steps: int | None = None
     train_seconds: float | None = None
     machine: str | None = None
+    #: Lightning's callback states (``callbacks`` entry), as stored: not yet validated
+    callback_states: Any = None
 
 
 def read_checkpoint(path: str | Path) -> VAECheckpoint:
@@ -85,6 +87,7 @@ def read_checkpoint(path: str | Path) -> VAECheckpoint:
         steps=raw.get("global_step"),
         train_seconds=raw.get(TRAIN_SECONDS_KEY),
         machine=raw.get(MACHINE_KEY),
+        callback_states=raw.get("callbacks"),
     )
 
 

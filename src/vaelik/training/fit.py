@@ -24,6 +24,7 @@ from vaelik.evaluation.formatting import report_written
 from vaelik.inference.choices import build
 from vaelik.inference.log_weights import check_positive
 from vaelik.models.factory import build_model
+from vaelik.training.checkpointing import check_resumable_states
 from vaelik.training.console import console_callbacks, quiet_lightning_tips
 from vaelik.training.lit_module import VAELitModule
 from vaelik.training.resume import check_same_run, resume_checkpoint
@@ -60,6 +61,8 @@ def train(cfg: DictConfig) -> float | None:
         check_same_run(saved.config, resolved, resume)
         load_weights(model, saved)
     callbacks = build_all(cfg.get("callbacks")) + console_callbacks(cfg.trainer)
+    if resume is not None:  # nothing path-like is taken from the checkpoint
+        check_resumable_states(saved.callback_states, callbacks, resume)
     for callback in callbacks:
         if isinstance(callback, ModelCheckpoint) and callback.dirpath is not None:
             ensure_writable_folder(Path(callback.dirpath))
