@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from vaelik.config import config_dir
+from vaelik.inference.plan import resolve
 
 DIST_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK")
 
@@ -106,3 +107,20 @@ def binarized_mnist_dir(tmp_path) -> Path:
 
 
 os.environ.setdefault("WANDB_MODE", "offline")
+
+
+def plan_for(model, estimator, proposal):
+    """``estimator`` resolved for ``model`` with ``proposal`` as the estimator's own rules have
+    it: AIS's automatic start asked for by name where it is ``auto``, an estimator with draws of
+    its own (``prior``, quadrature) given no proposal; a combination that cannot run is refused
+    (a test's shorthand for :func:`vaelik.resolve`)."""
+    if estimator.proposal is not None:
+        return resolve(model, estimator)
+    if getattr(estimator, "prior_share", None) == "auto":
+        return resolve(model, estimator, proposal, prior_share="auto")
+    return resolve(model, estimator, proposal)
+
+
+def estimate_with(estimator, model, x, index, proposal):
+    """Per-example estimates of ``x`` (dataset indices ``index``) by :func:`plan_for`."""
+    return plan_for(model, estimator, proposal).estimate(x, index)

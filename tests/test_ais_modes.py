@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import estimate_with, plan_for
 from models import linear_gaussian_log_px, linear_gaussian_vae, orthogonal_columns
 from vaelik.errors import ConfigError
 from vaelik.inference.ais import AnnealedImportanceSampling, StratifiedStart
@@ -54,7 +55,7 @@ def two_modes():
     model = two_mode_model()
     x = torch.full((20, 1, 1, 1), 4.0)
     index = torch.arange(20)  # 20 independent estimates of the same value
-    exact = Quadrature(points=4000)(model, x, index, EncoderProposal()).log_px
+    exact = estimate_with(Quadrature(points=4000), model, x, index, EncoderProposal()).log_px
     return model, x, index, exact
 
 
@@ -65,9 +66,11 @@ def ais(**kwargs) -> AnnealedImportanceSampling:
 
 def test_the_encoder_alone_misses_the_larger_mode_and_looks_sure_of_it(two_modes):
     model, x, index, exact = two_modes
-    importance = ImportanceSampling(num_samples=1000)(model, x, index, EncoderProposal())
+    importance = estimate_with(
+        ImportanceSampling(num_samples=1000), model, x, index, EncoderProposal()
+    )
     assert (importance.log_px < exact - 1.5).all()
-    from_encoder = ais(prior_share=0)(model, x, index, EncoderProposal())
+    from_encoder = estimate_with(ais(prior_share=0), model, x, index, EncoderProposal())
     assert (from_encoder.log_px < exact - 1.5).all()
     # the trap: its chains agree with each other
     assert (from_encoder.ess > 0.5).all() and (from_encoder.log_weight_var < 0.5).all()
@@ -93,8 +96,8 @@ def test_the_default_starts_low_dimensional_chains_from_the_prior_and_finds_the_
     chains were all 2 nats low."""
     model, x, index, exact = two_modes
     estimator = AnnealedImportanceSampling()
-    assert isinstance(estimator.bind(model, EncoderProposal()).proposal, PriorProposal)
-    error = estimator(model, x, index, EncoderProposal()).log_px - exact
+    assert isinstance(plan_for(model, estimator, EncoderProposal()).proposal, PriorProposal)
+    error = estimate_with(estimator, model, x, index, EncoderProposal()).log_px - exact
     assert abs(error.mean()) < 0.1 and error.abs().max() < 0.5, error
 
 
@@ -107,7 +110,7 @@ def test_a_mixed_start_stays_exact_where_the_encoder_is_right():
     x = (torch.randn(8, 2, generator=gen) @ weight.T + bias).reshape(8, 1, 1, 6)
     exact = linear_gaussian_log_px(weight, bias, 0.7, x)
     model = linear_gaussian_vae(weight, bias, 0.7, posterior_error=0.2)
-    estimate = ais(prior_share=0.25)(model, x, torch.arange(8), EncoderProposal())
+    estimate = estimate_with(ais(prior_share=0.25), model, x, torch.arange(8), EncoderProposal())
     error = estimate.log_px - exact
     assert abs(error.mean()) < 0.03 and error.abs().max() < 0.1, error
 
@@ -115,21 +118,21 @@ def test_a_mixed_start_stays_exact_where_the_encoder_is_right():
 def test_the_start_is_stratified_and_named(two_modes):
     model = two_modes[0]
     estimator = ais(prior_share=0.3)
-    start = estimator.bind(model, EncoderProposal()).proposal
+    start = plan_for(model, estimator, EncoderProposal()).proposal
     assert isinstance(start, StratifiedStart)
     assert (start.prior_chains, start.share) == (5, 5 / 16)
     assert start.name == "prior (5 of 16 chains) + encoder"
-    assert estimator.bind(model, start).proposal is start  # not wrapped twice
+    assert plan_for(model, estimator, start).proposal is start  # not wrapped twice
     # from the prior already: nothing to mix
-    assert isinstance(estimator.bind(model, PriorProposal()).proposal, PriorProposal)
-    assert ais(prior_share=0).bind(model, EncoderProposal()).proposal.name == "encoder"
-    assert ais(prior_share=1).bind(model, EncoderProposal()).proposal.name == "prior"
+    assert isinstance(plan_for(model, estimator, PriorProposal()).proposal, PriorProposal)
+    assert plan_for(model, ais(prior_share=0), EncoderProposal()).proposal.name == "encoder"
+    assert plan_for(model, ais(prior_share=1), EncoderProposal()).proposal.name == "prior"
 
 
 def test_auto_starts_from_the_prior_up_to_two_dimensions_only():
     for latent_dim, start in [(1, "prior"), (2, "prior"), (3, "encoder"), (32, "encoder")]:
         model = linear_gaussian_vae(orthogonal_columns(40, latent_dim), torch.zeros(40), 0.7)
-        assert ais().bind(model, EncoderProposal()).proposal.name == start, latent_dim
+        assert plan_for(model, ais(), EncoderProposal()).proposal.name == start, latent_dim
 
 
 @pytest.mark.parametrize(
@@ -144,7 +147,7 @@ def test_auto_starts_from_the_prior_up_to_two_dimensions_only():
 )
 def test_accepted_prior_shares(two_modes, share, start):
     """As Hydra passes them from the command line: auto, an int, a float, a quoted number."""
-    assert ais(prior_share=share).bind(two_modes[0], EncoderProposal()).proposal.name == start
+    assert plan_for(two_modes[0], ais(prior_share=share), EncoderProposal()).proposal.name == start
 
 
 @pytest.mark.parametrize("share", [-0.1, 1.5, "half", None, True])
@@ -156,7 +159,7 @@ def test_impossible_prior_shares_are_refused(share):
 def test_a_single_chain_starts_from_the_proposal(two_modes):
     """K = 1 (as in a convergence table's first column) cannot be split: no prior chain."""
     estimator = ais(prior_share=0.5, num_samples=1)
-    assert estimator.bind(two_modes[0], EncoderProposal()).proposal.name == "encoder"
+    assert plan_for(two_modes[0], estimator, EncoderProposal()).proposal.name == "encoder"
 
 
 def test_a_nan_spread_or_grid_error_is_flagged_not_passed():

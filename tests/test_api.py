@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import vaelik
-from conftest import run_cli_failing, user_error
+from conftest import plan_for, run_cli_failing, user_error
 from models import linear_gaussian_log_px, orthogonal_columns, tiny_bernoulli_vae
 from vaelik.adapters import from_functions
 from vaelik.cli import bdmc as bdmc_cli
@@ -180,16 +180,19 @@ def test_estimators_are_immutable_and_resolved_once():
     ais = AnnealedImportanceSampling(num_samples=8, num_steps=3)
     with pytest.raises(AttributeError, match="replace"):
         ais.num_samples = 2
-    plan = ais.bind(model, EncoderProposal())
+    plan = plan_for(model, ais, EncoderProposal())
     assert plan.proposal.name == "prior" and plan.num_samples == 8  # 2-D: chains from the prior
-    assert plan.describe() == {"estimator": "ais", "proposal": "prior", "num_samples": 8}
+    report = plan.report()
+    assert [report[key] for key in ("estimator", "proposal", "num_samples")] == ["ais", "prior", 8]
     other = ais.replace(num_samples=4, prior_share=0.5)
     assert (ais.num_samples, other.num_samples, other.num_steps) == (8, 4, 3)
-    assert other.bind(model, EncoderProposal()).proposal.name == "prior (2 of 4 chains) + encoder"
+    assert (
+        plan_for(model, other, EncoderProposal()).proposal.name == "prior (2 of 4 chains) + encoder"
+    )
     with pytest.raises(SettingError, match="^num_samples must be an integer >= 1, got 0$"):
         ais.replace(num_samples=0)
     quadrature = vaelik.make_estimator("quadrature", points=10)
-    assert quadrature.bind(model, EncoderProposal()).num_samples == 100
+    assert plan_for(model, quadrature, EncoderProposal()).num_samples == 100
     assert quadrature.num_samples == 10  # binding did not change it
 
 

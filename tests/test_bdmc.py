@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import estimate_with, plan_for
 from models import linear_gaussian_log_px, linear_gaussian_vae, orthogonal_columns
 from vaelik.inference.ais import AnnealedImportanceSampling
 from vaelik.inference.diagnostics import log_mean_exp
@@ -33,8 +34,10 @@ def bounds(model, x, z, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
         num_samples=4, num_steps=steps, leapfrog_steps=5, step_size=0.05, prior_share=0
     )  # the chains start from the poor encoder
     index = torch.arange(len(x))
-    lower = ais(model, x, index, EncoderProposal()).log_px
-    upper = -log_mean_exp(ais.reverse_log_weights(ais.bind(model, EncoderProposal()), x, index, z))
+    lower = estimate_with(ais, model, x, index, EncoderProposal()).log_px
+    upper = -log_mean_exp(
+        ais.reverse_log_weights(plan_for(model, ais, EncoderProposal()), x, index, z)
+    )
     return lower, upper
 
 
@@ -56,7 +59,7 @@ def test_reverse_chains_use_their_own_noise(simulated):
     model, x, z, _ = simulated
     ais = AnnealedImportanceSampling(num_samples=2, num_steps=5, leapfrog_steps=2)
     index = torch.arange(4)
-    first = ais.reverse_log_weights(ais.bind(model, EncoderProposal()), x[:4], index, z[:4])
-    again = ais.reverse_log_weights(ais.bind(model, EncoderProposal()), x[:4], index, z[:4])
+    first = ais.reverse_log_weights(plan_for(model, ais, EncoderProposal()), x[:4], index, z[:4])
+    again = ais.reverse_log_weights(plan_for(model, ais, EncoderProposal()), x[:4], index, z[:4])
     torch.testing.assert_close(first, again)  # reproducible
     assert not torch.equal(first[0], first[1])  # chains from one start differ

@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.distributions import Independent, Normal, StudentT
 
-from conftest import compose_config, run_cli, run_cli_failing, user_error
+from conftest import compose_config, estimate_with, plan_for, run_cli, run_cli_failing, user_error
 from test_image_data import random_batch
 from vaelik.cli import convergence as convergence_cli
 from vaelik.cli import train
@@ -136,7 +136,7 @@ def train_one_step(model, x: torch.Tensor, objective, optimizer) -> None:
 
 
 def assert_finite_estimate(estimator, model, x: torch.Tensor, proposal) -> None:
-    result = estimator(model, x, torch.arange(x.shape[0]), proposal)
+    result = estimate_with(estimator, model, x, torch.arange(x.shape[0]), proposal)
     assert result.log_px.shape == (x.shape[0],), result.log_px.shape
     assert torch.isfinite(result.log_px).all(), result.log_px
 
@@ -257,7 +257,7 @@ def test_every_proposal_and_estimator_runs_or_fails_before_any_work(
     expected = expected_failure(posterior, model, estimator, proposal)
     if expected is None:
         try:
-            runner.bind(vae, chosen)
+            plan_for(vae, runner, chosen)
         except UnsupportedCombinationError as error:
             pytest.fail(
                 f"estimator={estimator} proposal={proposal} posterior={posterior} model={model} "
@@ -267,9 +267,9 @@ def test_every_proposal_and_estimator_runs_or_fails_before_any_work(
         return
     calls = count_forward_calls(vae.guide, vae.decoder)
     with pytest.raises(UnsupportedCombinationError) as checked:
-        runner.bind(vae, chosen)
+        plan_for(vae, runner, chosen)
     with pytest.raises(UnsupportedCombinationError) as estimated:
-        runner(vae, x, index, chosen)
+        estimate_with(runner, vae, x, index, chosen)
     assert calls == [], f"the guide or decoder ran before the error: {calls}"
     for error in (checked.value, estimated.value):
         assert_names(error, f"proposal={proposal}", *expected)
@@ -316,8 +316,8 @@ def test_base_replacing_proposals_push_the_new_base_through_the_guide(posterior,
     # and with c = 1 the inflated proposal is the encoder, estimate for estimate
     estimator = ImportanceSampling(num_samples=8)
     torch.testing.assert_close(
-        estimator.bind(vae, InflatedProposal(scale=1.0)).log_weights(x, index),
-        estimator.bind(vae, encoder).log_weights(x, index),
+        plan_for(vae, estimator, InflatedProposal(scale=1.0)).log_weights(x, index),
+        plan_for(vae, estimator, encoder).log_weights(x, index),
     )
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.distributions import Normal
 
+from conftest import estimate_with
 from models import all_binary_images, quadrature_log_px, tiny_bernoulli_vae
 from vaelik.inference.diagnostics import log_mean_exp, log_weight_variance, normalized_ess
 from vaelik.inference.estimators import Estimate, ImportanceSampling
@@ -45,7 +46,9 @@ def test_exp_of_estimate_is_unbiased_for_px():
     exact = quadrature_log_px(model, x).item()
     estimator = ImportanceSampling(num_samples=2)
     copies = x.expand(20_000, -1, -1, -1)  # independent streams: one per index
-    p_hat = torch.exp(estimator(model, copies, torch.arange(20_000), EncoderProposal()).log_px)
+    p_hat = torch.exp(
+        estimate_with(estimator, model, copies, torch.arange(20_000), EncoderProposal()).log_px
+    )
     ratio = p_hat / math.exp(exact)
     z_score = (ratio.mean() - 1) / (ratio.std() / math.sqrt(ratio.numel()))
     assert abs(z_score) < 4, z_score
@@ -57,7 +60,9 @@ def test_k1_equals_single_sample_elbo_on_the_same_draw():
     model = tiny_bernoulli_vae(latent_dim=2)
     x = all_binary_images()[:16]
     index = torch.arange(100, 116)
-    estimate = ImportanceSampling(num_samples=1, seed=7)(model, x, index, EncoderProposal())
+    estimate = estimate_with(
+        ImportanceSampling(num_samples=1, seed=7), model, x, index, EncoderProposal()
+    )
     # the same draw, from the documented streams: example i's noise comes from stream (seed, i)
     with torch.no_grad():
         posterior = model.posterior(x)
@@ -76,7 +81,9 @@ def test_estimate_rises_with_k_on_average():
     x = all_binary_images()
     index = torch.arange(len(x))
     means = [
-        ImportanceSampling(num_samples=k)(model, x, index, EncoderProposal()).log_px.mean().item()
+        estimate_with(ImportanceSampling(num_samples=k), model, x, index, EncoderProposal())
+        .log_px.mean()
+        .item()
         for k in (1, 10, 100, 1000)
     ]
     assert means == sorted(means), means
@@ -149,5 +156,7 @@ def test_an_unset_chunk_size_suits_the_device_and_gives_the_same_estimate():
     x = all_binary_images()[:5]
     index = torch.arange(5)
     chunked = ImportanceSampling(num_samples=300, chunk_size=7)
-    unset, small = (e(model, x, index, EncoderProposal()).log_px for e in (estimator, chunked))
+    unset, small = (
+        estimate_with(e, model, x, index, EncoderProposal()).log_px for e in (estimator, chunked)
+    )
     assert torch.allclose(unset, small, atol=1e-5)  # float32 matmuls of other sizes

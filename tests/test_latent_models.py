@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal, Normal
 
+from conftest import estimate_with, plan_for
 from models import (
     SHAPE,
     all_binary_images,
@@ -215,7 +216,9 @@ def test_chain_prior_and_guide_draw_from_the_closed_form_densities(chain):
 def test_chain_exact_posterior_gives_the_exact_value(chain, k):
     weight, bias, x, exact = chain
     model = chain_vae(weight, bias)
-    estimate = ImportanceSampling(num_samples=k)(model, x, torch.arange(12), EncoderProposal())
+    estimate = estimate_with(
+        ImportanceSampling(num_samples=k), model, x, torch.arange(12), EncoderProposal()
+    )
     torch.testing.assert_close(estimate.log_px, exact, rtol=0, atol=2e-4)
     assert estimate.log_weight_var.max() < 1e-7
     assert torch.all(estimate.ess > 1 - 1e-6)
@@ -225,17 +228,21 @@ def test_chain_importance_sampling_converges_with_a_perturbed_posterior(chain):
     weight, bias, x, exact = chain
     model = chain_vae(weight, bias, error=0.1)
     index = torch.arange(12)
-    one = ImportanceSampling(num_samples=1)(model, x, index, EncoderProposal())
+    one = estimate_with(ImportanceSampling(num_samples=1), model, x, index, EncoderProposal())
     assert one.log_px.sub(exact).abs().mean() > 0.05  # the perturbation matters
     errors = []
     for k in (10, 100, 20_000):
-        estimate = ImportanceSampling(num_samples=k)(model, x, index, EncoderProposal())
+        estimate = estimate_with(
+            ImportanceSampling(num_samples=k), model, x, index, EncoderProposal()
+        )
         errors.append((estimate.log_px - exact).abs().mean().item())
     assert errors[0] > errors[1] > errors[2], errors
     assert errors[2] < 0.02, errors
     # from below on average: 2,000 independent K = 10 estimates of one example
     copies = x[:1].expand(2000, -1, -1, -1)
-    bound = ImportanceSampling(num_samples=10)(model, copies, torch.arange(2000), EncoderProposal())
+    bound = estimate_with(
+        ImportanceSampling(num_samples=10), model, copies, torch.arange(2000), EncoderProposal()
+    )
     assert bound.log_px.mean() < exact[0]
 
 
@@ -437,7 +444,7 @@ def test_untrained_iaf_is_the_diagonal_gaussian_guide(num_steps):
         models[1].decoder.load_state_dict(models[0].decoder.state_dict())
         index = torch.arange(x.shape[0])
         log_w = [
-            ImportanceSampling(num_samples=9).bind(m, EncoderProposal()).log_weights(x, index)
+            plan_for(m, ImportanceSampling(num_samples=9), EncoderProposal()).log_weights(x, index)
             for m in models
         ]
     torch.testing.assert_close(log_w[0], log_w[1], rtol=0, atol=1e-5)
@@ -693,7 +700,9 @@ NOISE_DIMS = {
 def test_one_draw_is_the_single_sample_elbo_of_the_documented_stream(kind, seed):
     model = model_with_guide(kind)
     x, index = images(10), torch.arange(40, 50)
-    estimate = ImportanceSampling(num_samples=1, seed=seed)(model, x, index, EncoderProposal())
+    estimate = estimate_with(
+        ImportanceSampling(num_samples=1, seed=seed), model, x, index, EncoderProposal()
+    )
     with torch.no_grad():
         posterior = model.posterior(x)
         dims = posterior.noise_dims
@@ -727,7 +736,7 @@ def test_results_do_not_depend_on_chunks_or_batches(kind, proposal):
     k = 20
 
     def log_weights(estimator, rows=slice(None)):
-        return estimator.bind(model, proposal).log_weights(x[rows], index[rows])
+        return plan_for(model, estimator, proposal).log_weights(x[rows], index[rows])
 
     reference = log_weights(ImportanceSampling(num_samples=k, chunk_size=10_000))
     for chunk_size in (1, 7, 100):

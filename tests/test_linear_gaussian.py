@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from conftest import estimate_with
 from models import linear_gaussian_log_px, linear_gaussian_vae, orthogonal_columns
 from vaelik.inference.ais import AnnealedImportanceSampling
 from vaelik.inference.estimators import ImportanceSampling
@@ -37,7 +38,9 @@ def problem():
 def test_exact_posterior_gives_the_exact_value_with_zero_variance(problem, k):
     weight, bias, x, exact = problem
     model = linear_gaussian_vae(weight, bias, NOISE)
-    estimate = ImportanceSampling(num_samples=k)(model, x, torch.arange(12), EncoderProposal())
+    estimate = estimate_with(
+        ImportanceSampling(num_samples=k), model, x, torch.arange(12), EncoderProposal()
+    )
     torch.testing.assert_close(estimate.log_px, exact, rtol=0, atol=2e-4)
     assert estimate.log_weight_var.max() < 1e-7
     assert torch.all(estimate.ess > 1 - 1e-6)
@@ -60,14 +63,16 @@ def test_importance_sampling_converges_to_the_exact_value(problem, proposal):
     index = torch.arange(12)
     errors = []
     for k in (10, 100, 20_000):
-        estimate = ImportanceSampling(num_samples=k)(model, x, index, proposal)
+        estimate = estimate_with(ImportanceSampling(num_samples=k), model, x, index, proposal)
         errors.append((estimate.log_px - exact).abs().mean().item())
     # the delta method's standard error of log p_hat: sqrt((1 / ESS - 1) / K), ESS normalised
     stderr = ((1 / estimate.ess - 1) / 20_000).sqrt().mean().item()
     assert errors[-1] < min(errors[0], 4 * stderr, 0.05), (errors, stderr)
     # the IWAE bound: from below, on average over 2,000 independent K = 10 estimates
     copies = x[:1].expand(2000, -1, -1, -1)
-    bound = ImportanceSampling(num_samples=10)(model, copies, torch.arange(2000), proposal).log_px
+    bound = estimate_with(
+        ImportanceSampling(num_samples=10), model, copies, torch.arange(2000), proposal
+    ).log_px
     assert bound.mean() < exact[0]
 
 
@@ -77,8 +82,10 @@ def test_khat_flags_a_too_narrow_proposal_and_clears_a_wide_one(problem):
     weight, bias, x, _ = problem
     model = linear_gaussian_vae(weight, bias, NOISE, posterior_error=0.5)
     index = torch.arange(12)
-    narrow = ImportanceSampling(num_samples=5000)(model, x, index, EncoderProposal())
-    wide = ImportanceSampling(num_samples=5000)(model, x, index, InflatedProposal(3.0))
+    narrow = estimate_with(ImportanceSampling(num_samples=5000), model, x, index, EncoderProposal())
+    wide = estimate_with(
+        ImportanceSampling(num_samples=5000), model, x, index, InflatedProposal(3.0)
+    )
     assert (narrow.khat > 0.7).float().mean() > 0.5, narrow.khat
     assert torch.all(wide.khat < 0.5), wide.khat
     assert wide.ess.mean() > narrow.ess.mean()
@@ -94,7 +101,9 @@ def test_prior_estimator_converges_in_a_2d_latent_space():
     prior_estimator = ImportanceSampling(
         num_samples=100_000, proposal=PriorProposal(), name="prior"
     )
-    estimate = prior_estimator(model, x.reshape(8, 1, 1, 4), torch.arange(8), EncoderProposal())
+    estimate = estimate_with(
+        prior_estimator, model, x.reshape(8, 1, 1, 4), torch.arange(8), EncoderProposal()
+    )
     torch.testing.assert_close(estimate.log_px, exact, rtol=0, atol=0.02)
 
 
@@ -106,8 +115,8 @@ def test_ais_is_close_to_the_exact_value_from_the_prior(problem):
     ais = AnnealedImportanceSampling(
         num_samples=16, num_steps=1000, leapfrog_steps=5, step_size=0.1
     )
-    estimate = ais(model, x, index, PriorProposal())
-    plain = ImportanceSampling(num_samples=16)(model, x, index, PriorProposal())
+    estimate = estimate_with(ais, model, x, index, PriorProposal())
+    plain = estimate_with(ImportanceSampling(num_samples=16), model, x, index, PriorProposal())
     error = estimate.log_px - exact
     assert abs(error.mean()) < 0.05 and error.abs().mean() < 0.1, error
     assert error.abs().mean() < (plain.log_px - exact).abs().mean() / 10
@@ -118,8 +127,12 @@ def test_exp_of_the_estimate_is_unbiased(problem):
     weight, bias, x, exact = problem
     model = linear_gaussian_vae(weight, bias, NOISE, posterior_error=0.2)
     copies = x[:1].expand(40_000, -1, -1, -1)
-    estimate = ImportanceSampling(num_samples=3)(
-        model, copies, torch.arange(40_000), InflatedProposal(1.3)
+    estimate = estimate_with(
+        ImportanceSampling(num_samples=3),
+        model,
+        copies,
+        torch.arange(40_000),
+        InflatedProposal(1.3),
     )
     ratio = torch.exp(estimate.log_px - exact[0])
     z_score = (ratio.mean() - 1) / (ratio.std() / math.sqrt(ratio.numel()))
@@ -131,23 +144,31 @@ def test_results_do_not_depend_on_chunks_batches_or_order(problem):
     weight, bias, x, _ = problem
     model = linear_gaussian_vae(weight, bias, NOISE, posterior_error=0.3)
     index = torch.arange(100, 112)
-    reference = ImportanceSampling(num_samples=600, chunk_size=20_000)(
-        model, x, index, StudentTProposal()
+    reference = estimate_with(
+        ImportanceSampling(num_samples=600, chunk_size=20_000), model, x, index, StudentTProposal()
     )
     for chunk_size in (1, 7, 600, 1000):
-        other = ImportanceSampling(num_samples=600, chunk_size=chunk_size)(
-            model, x, index, StudentTProposal()
+        other = estimate_with(
+            ImportanceSampling(num_samples=600, chunk_size=chunk_size),
+            model,
+            x,
+            index,
+            StudentTProposal(),
         )
         torch.testing.assert_close(other.log_px, reference.log_px, rtol=0, atol=1e-6)
     order = torch.randperm(12, generator=torch.Generator().manual_seed(3))
     first, second = order[:5], order[5:]
     parts = [
-        ImportanceSampling(num_samples=600)(model, x[rows], index[rows], StudentTProposal()).log_px
+        estimate_with(
+            ImportanceSampling(num_samples=600), model, x[rows], index[rows], StudentTProposal()
+        ).log_px
         for rows in (first, second)
     ]
     torch.testing.assert_close(torch.cat(parts), reference.log_px[order], rtol=0, atol=1e-6)
     # and a different seed gives different draws
-    reseeded = ImportanceSampling(num_samples=600, seed=1)(model, x, index, StudentTProposal())
+    reseeded = estimate_with(
+        ImportanceSampling(num_samples=600, seed=1), model, x, index, StudentTProposal()
+    )
     assert not torch.allclose(reseeded.log_px, reference.log_px, rtol=0, atol=1e-9)
 
 
@@ -156,8 +177,10 @@ def test_ais_does_not_depend_on_how_the_batch_is_cut(problem):
     model = linear_gaussian_vae(weight, bias, NOISE, posterior_error=0.3)
     index = torch.arange(12)
     common = dict(num_samples=4, num_steps=20, leapfrog_steps=3, prior_share=0.25)
-    whole = AnnealedImportanceSampling(**common, chunk_size=1000)(
-        model, x, index, EncoderProposal()
+    whole = estimate_with(
+        AnnealedImportanceSampling(**common, chunk_size=1000), model, x, index, EncoderProposal()
     )
-    pieces = AnnealedImportanceSampling(**common, chunk_size=4)(model, x, index, EncoderProposal())
+    pieces = estimate_with(
+        AnnealedImportanceSampling(**common, chunk_size=4), model, x, index, EncoderProposal()
+    )
     torch.testing.assert_close(pieces.log_px, whole.log_px, rtol=0, atol=1e-5)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import MultivariateNormal
 
-from conftest import compose_config
+from conftest import compose_config, estimate_with
 from vaelik.errors import ConfigError, user_error_in
 from vaelik.inference.estimators import ImportanceSampling
 from vaelik.inference.objectives import Elbo
@@ -583,9 +583,13 @@ def test_three_layer_importance_sampling_finds_the_closed_form_log_px():
     eps = torch.randn(4, D, generator=torch.Generator().manual_seed(6), dtype=F64)
     x = (marginal.loc + eps @ marginal.scale_tril.T).reshape(4, 1, 1, D)
     exact = marginal.log_prob(x.flatten(1))
-    estimate = ImportanceSampling(num_samples=20_000)(model, x, torch.arange(4), EncoderProposal())
+    estimate = estimate_with(
+        ImportanceSampling(num_samples=20_000), model, x, torch.arange(4), EncoderProposal()
+    )
     # the proposal is inexact (K = 1 is off) but good (the error is small and well measured)
-    one = ImportanceSampling(num_samples=1)(model, x, torch.arange(4), EncoderProposal())
+    one = estimate_with(
+        ImportanceSampling(num_samples=1), model, x, torch.arange(4), EncoderProposal()
+    )
     assert (one.log_px - exact).abs().max() > 0.01
     assert torch.all(estimate.mc_stderr < 0.01) and torch.all(estimate.mc_stderr > 0)
     error = (estimate.log_px - exact).abs()

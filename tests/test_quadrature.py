@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from conftest import estimate_with, plan_for
 from models import (
     all_binary_images,
     linear_gaussian_log_px,
@@ -39,7 +40,9 @@ def linear_gaussian_problem(latent: int, noise: float = NOISE, n: int = 10):
 @pytest.mark.parametrize("latent", [1, 2])
 def test_quadrature_gives_the_closed_form_of_a_linear_gaussian_model(latent):
     model, x, exact = linear_gaussian_problem(latent)
-    estimate = Quadrature(points=200)(model, x, torch.arange(len(x)), EncoderProposal())
+    estimate = estimate_with(
+        Quadrature(points=200), model, x, torch.arange(len(x)), EncoderProposal()
+    )
     torch.testing.assert_close(estimate.log_px, exact, rtol=0, atol=1e-4)
     # its own error check says it converged, and is not a sampling diagnostic
     assert estimate.grid_error.max() < 1e-3
@@ -52,8 +55,12 @@ def test_probabilities_of_every_binary_image_sum_to_one(latent):
     """Brute force over the data space: sum over all 2^6 images of p(x) is 1."""
     model = tiny_bernoulli_vae(latent_dim=latent)
     images = all_binary_images()
-    estimate = Quadrature(points=300, bound=7.0)(
-        model, images, torch.arange(len(images)), EncoderProposal()
+    estimate = estimate_with(
+        Quadrature(points=300, bound=7.0),
+        model,
+        images,
+        torch.arange(len(images)),
+        EncoderProposal(),
     )
     assert torch.logsumexp(estimate.log_px, dim=0).item() == pytest.approx(0.0, abs=1e-5)
     assert estimate.grid_error.max() < 1e-3
@@ -62,7 +69,9 @@ def test_probabilities_of_every_binary_image_sum_to_one(latent):
 def test_quadrature_agrees_with_the_fine_trapezoid_reference_in_one_dimension():
     model = tiny_bernoulli_vae(latent_dim=1, seed=3)
     images = all_binary_images()[::5]
-    estimate = Quadrature(points=400)(model, images, torch.arange(len(images)), EncoderProposal())
+    estimate = estimate_with(
+        Quadrature(points=400), model, images, torch.arange(len(images)), EncoderProposal()
+    )
     torch.testing.assert_close(estimate.log_px, quadrature_log_px(model, images), rtol=0, atol=1e-5)
 
 
@@ -72,10 +81,14 @@ def test_importance_sampling_converges_to_the_quadrature_value():
     model = tiny_bernoulli_vae(latent_dim=2, seed=1)
     images = all_binary_images()[::4]
     index = torch.arange(len(images))
-    exact = Quadrature(points=300)(model, images, index, EncoderProposal()).log_px
-    sampled = ImportanceSampling(num_samples=50_000)(model, images, index, PriorProposal())
+    exact = estimate_with(Quadrature(points=300), model, images, index, EncoderProposal()).log_px
+    sampled = estimate_with(
+        ImportanceSampling(num_samples=50_000), model, images, index, PriorProposal()
+    )
     torch.testing.assert_close(sampled.log_px, exact, rtol=0, atol=0.02)
-    small = ImportanceSampling(num_samples=3)(model, images, index, EncoderProposal())
+    small = estimate_with(
+        ImportanceSampling(num_samples=3), model, images, index, EncoderProposal()
+    )
     assert small.log_px.mean() < exact.mean()
 
 
@@ -84,10 +97,10 @@ def test_a_grid_coarser_than_the_posterior_is_reported():
     wide the rule is exact and its check, still above its actual error, is small."""
     model, x, exact = linear_gaussian_problem(1, noise=0.02, n=4)
     with pytest.warns(UserWarning, match="raise estimator.points"):
-        coarse = Quadrature(points=60)(model, x, torch.arange(4), EncoderProposal())
+        coarse = estimate_with(Quadrature(points=60), model, x, torch.arange(4), EncoderProposal())
     assert (coarse.grid_error > 0.3).all() and ((coarse.log_px - exact).abs() > 0.3).all()
     assert (coarse.flagged == 1).all()
-    fine = Quadrature(points=4000)(model, x, torch.arange(4), EncoderProposal())
+    fine = estimate_with(Quadrature(points=4000), model, x, torch.arange(4), EncoderProposal())
     torch.testing.assert_close(fine.log_px, exact, rtol=0, atol=1e-3)
     assert (fine.grid_error < 0.01).all() and (fine.flagged == 0).all()
     summary = PerExampleResults.concatenate([(torch.arange(4), coarse)]).summary(6)
@@ -100,7 +113,9 @@ def test_a_grid_coarser_than_the_posterior_is_reported():
 def test_a_box_that_cuts_off_the_posterior_is_reported():
     model, x, exact = linear_gaussian_problem(2)
     with pytest.warns(UserWarning, match="mass at the box's edge"):
-        estimate = Quadrature(points=100, bound=0.5)(model, x, torch.arange(10), EncoderProposal())
+        estimate = estimate_with(
+            Quadrature(points=100, bound=0.5), model, x, torch.arange(10), EncoderProposal()
+        )
     assert (estimate.log_px < exact).all()  # the box misses mass
     assert estimate.grid_error.max() > 0.05
 
@@ -108,7 +123,7 @@ def test_a_box_that_cuts_off_the_posterior_is_reported():
 def test_more_than_two_latent_dimensions_are_refused():
     model = tiny_bernoulli_vae(latent_dim=3)
     with pytest.raises(UnsupportedCombinationError, match="estimator=importance or estimator=ais"):
-        Quadrature().bind(model, EncoderProposal())
+        plan_for(model, Quadrature(), EncoderProposal())
 
 
 @pytest.mark.parametrize(
@@ -148,14 +163,19 @@ def test_sampling_estimators_leave_no_grid_error_column():
     parts = [
         (
             torch.arange(3),
-            ImportanceSampling(num_samples=5)(model, images, torch.arange(3), EncoderProposal()),
+            estimate_with(
+                ImportanceSampling(num_samples=5), model, images, torch.arange(3), EncoderProposal()
+            ),
         )
     ]
     results = PerExampleResults.concatenate(parts)
     assert "grid_error" not in results.rows()[0]
     assert results.summary(6)["grid_error_max"] is None
     parts = [
-        (torch.arange(3), Quadrature(points=40)(model, images, torch.arange(3), EncoderProposal()))
+        (
+            torch.arange(3),
+            estimate_with(Quadrature(points=40), model, images, torch.arange(3), EncoderProposal()),
+        )
     ]
     results = PerExampleResults.concatenate(parts)
     assert results.rows()[0]["grid_error"] >= 0

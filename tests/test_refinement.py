@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from conftest import compose_config, run_cli
+from conftest import compose_config, estimate_with, run_cli
 from models import linear_gaussian_log_px, linear_gaussian_vae, orthogonal_columns
 from vaelik.cli import train
 from vaelik.errors import SettingError, UnsupportedCombinationError
@@ -40,9 +40,13 @@ def test_refinement_finds_the_exact_posterior_from_a_wrong_encoder(problem):
     weight, bias, x, exact = problem
     model = linear_gaussian_vae(weight, bias, NOISE, posterior_error=0.4)
     index = torch.arange(12)
-    encoder = ImportanceSampling(num_samples=1)(model, x, index, EncoderProposal())
-    refined = ImportanceSampling(num_samples=1)(
-        model, x, index, RefinedProposal(steps=600, samples=16, lr=0.03)
+    encoder = estimate_with(ImportanceSampling(num_samples=1), model, x, index, EncoderProposal())
+    refined = estimate_with(
+        ImportanceSampling(num_samples=1),
+        model,
+        x,
+        index,
+        RefinedProposal(steps=600, samples=16, lr=0.03),
     )
     assert (encoder.log_px - exact).abs().mean() > 0.5
     torch.testing.assert_close(refined.log_px, exact, rtol=0, atol=0.01)
@@ -55,7 +59,9 @@ def test_importance_sampling_from_the_refined_proposal_is_unbiased(problem):
     model = linear_gaussian_vae(weight, bias, NOISE, posterior_error=0.3)
     copies = x[:1].expand(40_000, -1, -1, -1)
     proposal = RefinedProposal(steps=3, samples=4, lr=0.05)
-    estimate = ImportanceSampling(num_samples=2)(model, copies, torch.arange(40_000), proposal)
+    estimate = estimate_with(
+        ImportanceSampling(num_samples=2), model, copies, torch.arange(40_000), proposal
+    )
     ratio = torch.exp(estimate.log_px.double() - exact[0])
     assert ratio.std() > 0.01  # the proposal is not exact: the test can fail
     z_score = (ratio.mean() - 1) / (ratio.std() / math.sqrt(ratio.numel()))
@@ -68,13 +74,16 @@ def test_an_example_gets_the_same_refinement_in_any_batch(problem):
     index = torch.arange(100, 112)
     estimator = ImportanceSampling(num_samples=50)
     proposal = RefinedProposal(steps=5)
-    whole = estimator(model, x, index, proposal).log_px
+    whole = estimate_with(estimator, model, x, index, proposal).log_px
     alone = torch.cat(
-        [estimator(model, x[i : i + 1], index[i : i + 1], proposal).log_px for i in (0, 7)]
+        [
+            estimate_with(estimator, model, x[i : i + 1], index[i : i + 1], proposal).log_px
+            for i in (0, 7)
+        ]
     )
     torch.testing.assert_close(alone, whole[[0, 7]], rtol=0, atol=1e-5)
-    encoder = estimator(model, x, index, EncoderProposal()).log_px
-    unrefined = estimator(model, x, index, RefinedProposal(steps=0)).log_px
+    encoder = estimate_with(estimator, model, x, index, EncoderProposal()).log_px
+    unrefined = estimate_with(estimator, model, x, index, RefinedProposal(steps=0)).log_px
     assert torch.equal(unrefined, encoder) and not torch.allclose(whole, encoder)
 
 
@@ -83,8 +92,8 @@ def test_ais_starts_from_the_refined_proposal(problem):
     model = linear_gaussian_vae(weight, bias, NOISE, posterior_error=0.4)
     ais = AnnealedImportanceSampling(num_samples=4, num_steps=10, leapfrog_steps=2, prior_share=0)
     index = torch.arange(12)
-    from_encoder = ais(model, x, index, EncoderProposal()).log_px
-    refined = ais(model, x, index, RefinedProposal(steps=200, lr=0.02)).log_px
+    from_encoder = estimate_with(ais, model, x, index, EncoderProposal()).log_px
+    refined = estimate_with(ais, model, x, index, RefinedProposal(steps=200, lr=0.02)).log_px
     assert (refined - exact).abs().mean() < (from_encoder - exact).abs().mean() / 5
 
 
@@ -111,7 +120,9 @@ def test_a_guide_that_is_not_a_diagonal_gaussian_is_refused():
     model = build_model(cfg, "binary").eval()
     x = torch.randint(0, 2, (2, 1, 28, 28)).float()
     with pytest.raises(UnsupportedCombinationError, match="proposal=refined"):
-        ImportanceSampling(num_samples=2)(model, x, torch.arange(2), RefinedProposal(steps=1))
+        estimate_with(
+            ImportanceSampling(num_samples=2), model, x, torch.arange(2), RefinedProposal(steps=1)
+        )
 
 
 def test_inside_inference_mode_the_need_for_gradients_is_said(problem):
@@ -119,10 +130,10 @@ def test_inside_inference_mode_the_need_for_gradients_is_said(problem):
     model = linear_gaussian_vae(weight, bias, NOISE)
     estimator = ImportanceSampling(num_samples=2)
     with torch.inference_mode(), pytest.raises(SettingError, match="inference_mode"):
-        estimator(model, x, torch.arange(12), RefinedProposal(steps=1))
+        estimate_with(estimator, model, x, torch.arange(12), RefinedProposal(steps=1))
     with torch.inference_mode(), torch.inference_mode(False):  # as the training callback runs it
         assert torch.isfinite(
-            estimator(model, x, torch.arange(12), RefinedProposal(steps=1)).log_px
+            estimate_with(estimator, model, x, torch.arange(12), RefinedProposal(steps=1)).log_px
         ).all()
 
 

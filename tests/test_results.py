@@ -12,13 +12,14 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import compose_config, run_cli, run_cli_failing
+from conftest import compose_config, plan_for, run_cli, run_cli_failing
 from models import tiny_bernoulli_vae
 from vaelik.checkpoint import TRAIN_SECONDS_KEY, read_checkpoint
 from vaelik.cli import evaluate, results, train
 from vaelik.errors import ConfigError, UnsupportedCombinationError
 from vaelik.evaluation import table
 from vaelik.evaluation.curves import last_value, read_curve, trend
+from vaelik.inference.plan import resolve
 from vaelik.inference.proposals import EncoderProposal
 from vaelik.models.factory import build_model
 from vaelik.training.lit_module import VAELitModule
@@ -334,9 +335,9 @@ def test_ais_starts_from_the_encoder_where_the_guide_can_score_else_from_the_pri
     ais = table.ais_with_start(OmegaConf.create(ais_cfg), choice)
     if posterior == "iaf" and start == "encoder":  # asked for: binding refuses it
         with pytest.raises(UnsupportedCombinationError, match="use proposal=prior"):
-            ais.bind(model, EncoderProposal())
+            plan_for(model, ais, EncoderProposal())
     else:
-        assert ais.bind(model, EncoderProposal()).proposal.name == start
+        assert plan_for(model, ais, EncoderProposal()).proposal.name == start
     with pytest.raises(ConfigError, match="ais_start must be auto, encoder or prior"):
         table.ais_with_start(OmegaConf.create(ais_cfg), "posterior")
 
@@ -346,11 +347,15 @@ def test_ais_starts_from_the_encoder_where_the_guide_can_score_else_from_the_pri
     [([], "refined"), (["posterior=iaf"], "encoder"), (["model=hvae"], "encoder")],
     ids=["diagonal gaussian", "iaf", "hierarchy"],
 )
-def test_the_table_s_ais_starts_refined_where_the_posterior_allows(overrides, used, capsys):
+def test_the_table_s_ais_starts_refined_where_the_posterior_allows(overrides, used):
     cfg = compose_config(
-        "train", ["latent_dim=2", "encoder.hidden=[8]", "decoder.hidden=[8]", *overrides]
+        "train", ["latent_dim=3", "encoder.hidden=[8]", "decoder.hidden=[8]", *overrides]
     )
     model = build_model(cfg, "binary")
     _, proposal = table.ais_estimator(compose_config("results", ["checkpoints=[unused]"]))
-    assert table.refinable_or_encoder(proposal, model, "m").name == used
-    assert ("not refined" in capsys.readouterr().err) == (used == "encoder")
+    plan = resolve(model, "importance", proposal, accept_rules=True)
+    assert plan.proposal.name == used
+    assert any("not refined" in choice.reason for choice in plan.choices) == (used == "encoder")
+    if used == "encoder":  # asked for without accepting the rules: refused, not replaced
+        with pytest.raises(UnsupportedCombinationError, match="proposal=refined"):
+            resolve(model, "importance", proposal)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import compose_config
+from conftest import compose_config, plan_for
 from vaelik.inference.ais import AnnealedImportanceSampling
 from vaelik.inference.joint_gradient import JointGradient, gradient_of
 from vaelik.inference.proposals import EncoderProposal
@@ -176,7 +176,7 @@ def test_a_transition_costs_its_leapfrog_steps_and_no_more(monkeypatch):
     model = vae("decoder.hidden=[8]", "decoder.activation=gated")
     x = binary_images(3)
     estimator = ais()
-    plan = estimator.bind(model, EncoderProposal())
+    plan = plan_for(model, estimator, EncoderProposal())
     evaluations = []
     call = JointGradient.__call__
     monkeypatch.setattr(
@@ -194,7 +194,7 @@ def test_hand_written_and_autograd_chains_give_the_same_estimates(monkeypatch):
     model = vae("decoder.hidden=[8,6]", "decoder.activation=gated").float()
     x = binary_images(5).float()
     estimator = ais(chunk_size=8)
-    plan = estimator.bind(model, EncoderProposal())
+    plan = plan_for(model, estimator, EncoderProposal())
     hand_written = estimator.log_weights(plan, x, torch.arange(5))
     monkeypatch.setattr(JointGradient, "__init__", autograd_only)
     by_autograd = estimator.log_weights(plan, x, torch.arange(5))
@@ -212,7 +212,7 @@ def test_the_log_weight_is_unchanged_by_where_the_gradient_comes_from():
     model = vae("decoder.hidden=[8]", "decoder.activation=gated")
     x = binary_images(2)
     estimator = AnnealedImportanceSampling(num_samples=3, num_steps=1, prior_share=0)
-    plan = estimator.bind(model, EncoderProposal())
+    plan = plan_for(model, estimator, EncoderProposal())
     log_w = estimator.log_weights(plan, x, torch.arange(2))
     posterior = model.posterior(x)
     from vaelik.inference.log_weights import batch_chunks

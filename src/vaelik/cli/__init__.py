@@ -88,6 +88,19 @@ def reporting_user_errors(
     return run
 
 
+def user_named(key: str) -> bool:
+    """Whether the command line sets config key ``key`` or anything under it (``proposal=...``,
+    ``proposal.df=3``, ``+proposal.x=...``): what the user asked for, as opposed to a
+    default."""
+    if not HydraConfig.initialized():
+        return False
+    for override in HydraConfig.get().overrides.task:
+        name = override.lstrip("+~").split("=", 1)[0]
+        if name == key or name.startswith(key + "."):
+            return True
+    return False
+
+
 def full_traceback_wanted() -> bool:
     return os.environ.get("HYDRA_FULL_ERROR") == "1"
 

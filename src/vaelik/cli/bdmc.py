@@ -7,13 +7,13 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from vaelik.cli import run_hydra_app
+from vaelik.cli import run_hydra_app, user_named
 from vaelik.evaluation.bdmc import bdmc as bdmc_bounds
-from vaelik.evaluation.estimate import pick_device
 from vaelik.evaluation.formatting import figure, report_written
 from vaelik.evaluation.loading import load_model
 from vaelik.inference.choices import build
 from vaelik.inference.log_weights import check_positive
+from vaelik.inference.plan import pick_device
 
 
 def bdmc(cfg: DictConfig) -> list[dict[str, Any]]:
@@ -31,7 +31,7 @@ def bdmc(cfg: DictConfig) -> list[dict[str, Any]]:
         num_examples=count,
         num_steps=schedules,
         estimator=ais,
-        proposal=proposal,
+        proposal=proposal if user_named("proposal") else None,
         batch_size=cfg.batch_size,
         device=device,
         seed=cfg.seed,

@@ -7,13 +7,14 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from vaelik.cli import run_hydra_app
+from vaelik.cli import run_hydra_app, user_named
 from vaelik.data.datamodule import example_indices
 from vaelik.evaluation.distributed import process_group, world
-from vaelik.evaluation.estimate import estimate, pick_device
+from vaelik.evaluation.estimate import estimate
 from vaelik.evaluation.formatting import estimate_text, report_written
 from vaelik.evaluation.loading import load_model
 from vaelik.inference.choices import build
+from vaelik.inference.plan import pick_device, resolve
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -23,21 +24,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     model, datamodule = load_model(cfg)
     device = pick_device(cfg.device)
     model.to(device)
-    estimator.bind(model, proposal)  # an impossible combination fails before any work
+    # every choice made, and an impossible combination refused, before any work; a proposal
+    # the command line names is never replaced by an automatic rule
+    asked = proposal if user_named("proposal") else None
+    plan = resolve(model, estimator, asked, device=device, batch_size=cfg.batch_size)
+    print(f"plan: {plan.describe()}")
     dataset = datamodule.dataset(cfg.split)
     indices = example_indices(dataset, cfg.num_examples)
     with process_group(device, cfg.get("dist_timeout_s", 300.0)):
         rank, _ = world()
-        estimates = estimate(
-            model,
-            dataset,
-            estimator=estimator,
-            proposal=proposal,
-            batch_size=cfg.batch_size,
-            examples=indices,
-            device=device,
-            progress=True,
-        )
+        estimates = estimate(model, dataset, plan=plan, examples=indices, progress=True)
     summary = {
         **estimates.summary,
         "split": cfg.split,

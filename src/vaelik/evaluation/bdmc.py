@@ -22,17 +22,11 @@ from typing import Any
 import torch
 
 from vaelik.errors import ConfigError
-from vaelik.evaluation.estimate import (
-    ProposalChoice,
-    chosen_estimator,
-    chosen_proposal,
-    evaluation_mode,
-    pick_device,
-)
+from vaelik.evaluation.estimate import ProposalChoice, evaluation_mode
 from vaelik.inference.ais import AnnealedImportanceSampling
 from vaelik.inference.diagnostics import log_mean_exp
-from vaelik.inference.estimators import EstimationPlan
 from vaelik.inference.log_weights import check_positive
+from vaelik.inference.plan import Plan, chosen_estimator, pick_device, resolve
 from vaelik.metrics import mean_and_stderr
 from vaelik.models.contract import ModelContractError, check_measurable
 from vaelik.progress import example_progress
@@ -61,7 +55,7 @@ def simulate(
 
 
 def sandwich(
-    plan: EstimationPlan,
+    plan: Plan,
     x: torch.Tensor,
     z: torch.Tensor,
     batch_size: int,
@@ -119,7 +113,7 @@ def bdmc(
     num_examples: int = 100,
     num_steps: Sequence[int] = (100, 1000),
     estimator: AnnealedImportanceSampling | None = None,
-    proposal: ProposalChoice = "encoder",
+    proposal: ProposalChoice | None = None,
     num_samples: int | None = None,
     batch_size: int = 100,
     device: str | torch.device | None = None,
@@ -132,7 +126,8 @@ def bdmc(
     Args:
         estimator: the AIS whose settings all but ``num_steps`` come from (default: the
             config's ``estimator=ais``; ``num_samples`` replaces its number of chains).
-        proposal: where AIS starts (by name or as an object; see ``prior_share``).
+        proposal: where AIS starts (by name or as an object; default: the encoder, or the
+            prior where AIS's automatic rule chooses it; see ``prior_share``).
         seed: of the simulation, and of the AIS streams.
     """
     check_measurable(model)
@@ -140,11 +135,10 @@ def bdmc(
     schedules = [check_positive("num_steps", steps) for steps in num_steps]
     if not schedules:
         raise ConfigError("num_steps is empty: give the schedule lengths to try, e.g. [100,1000]")
-    base = chosen_estimator(estimator or "ais", num_samples, seed)
+    base = chosen_estimator(estimator or "ais", {"num_samples": num_samples, "seed": seed})
     if not isinstance(base, AnnealedImportanceSampling):
         raise ConfigError(f"BDMC runs AIS: give an AIS estimator, not {base.name}")
-    run_proposal = chosen_proposal(proposal)
-    plans = [base.replace(num_steps=steps).bind(model, run_proposal) for steps in schedules]
+    plans = [resolve(model, base.replace(num_steps=steps), proposal) for steps in schedules]
     where = pick_device(device, model)
     with evaluation_mode(model):
         z, x = simulate(model, count, seed, where)

@@ -20,18 +20,12 @@ import torch
 
 from vaelik.errors import ConfigError
 from vaelik.evaluation.distributed import gather_results
-from vaelik.evaluation.estimate import (
-    EstimatorChoice,
-    Examples,
-    ProposalChoice,
-    chosen_estimator,
-    chosen_proposal,
-    visit_batches,
-)
+from vaelik.evaluation.estimate import EstimatorChoice, Examples, ProposalChoice, visit_batches
 from vaelik.evaluation.indexed_data import event_dims
 from vaelik.evaluation.results import PerExampleResults
-from vaelik.inference.estimators import Estimate, EstimationPlan
+from vaelik.inference.estimators import Estimate
 from vaelik.inference.log_weights import check_positive
+from vaelik.inference.plan import Plan, chosen_estimator, resolve
 from vaelik.models.contract import check_measurable
 
 
@@ -63,22 +57,25 @@ def distinct_lines(
     estimators: Sequence[EstimatorChoice],
     proposals: Sequence[ProposalChoice],
     seed: int | None = None,
-) -> list[EstimationPlan]:
+) -> list[Plan]:
     """Every estimator with every proposal, resolved, keeping one plan per estimator given and
-    proposal really used: an estimator with a fixed proposal, or AIS started from the prior,
-    gives the same line whatever the run's proposal; two estimators of the same name (other
-    settings) give two lines. Every combination is checked first."""
-    plans: dict[tuple[int, str], EstimationPlan] = {}
+    proposal really used (a comparison across proposals accepts the automatic rules): an
+    estimator that draws from its own distribution (``prior``, ``quadrature``), or AIS started
+    from the prior, gives the same line whatever the proposal; two
+    estimators of the same name (other settings) give two lines. Every combination is checked
+    first."""
+    plans: dict[tuple[int, str], Plan] = {}
     for position, estimator in enumerate(estimators):
+        built = chosen_estimator(estimator, {"seed": seed})
         for proposal in proposals:
-            plan = chosen_estimator(estimator, seed=seed).bind(model, chosen_proposal(proposal))
+            plan = resolve(model, built, proposal, accept_rules=True)
             plans.setdefault((position, plan.proposal_name), plan)
     return list(plans.values())
 
 
 @torch.no_grad()
 def plan_rows(
-    plan: EstimationPlan,
+    plan: Plan,
     examples: Examples,
     ks: Sequence[int],
     progress: bool = False,

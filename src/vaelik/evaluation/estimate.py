@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -34,10 +33,9 @@ from vaelik.errors import ConfigError
 from vaelik.evaluation.distributed import gather_results, shard, world
 from vaelik.evaluation.indexed_data import chosen_indices, event_dims, indexed_examples
 from vaelik.evaluation.results import PerExampleResults
-from vaelik.inference.choices import make_estimator, make_proposal
 from vaelik.inference.estimators import Estimate, LogWeightEstimator
+from vaelik.inference.plan import Plan, pick_device, resolve, with_execution
 from vaelik.inference.proposals import Proposal
-from vaelik.models.contract import check_measurable
 from vaelik.progress import example_progress
 
 #: examples per call when neither the call nor a DataLoader says
@@ -58,11 +56,15 @@ class Estimates:
             K < 25 or a grid rule), ``grid_error`` (a grid rule's check; NaN otherwise),
             ``flagged`` (1 where the estimate's own check says not to trust it).
         summary: mean log p(x) +- its standard error over examples, bits/dim, the diagnostics'
-            summaries, the estimator, the proposal or AIS start really used, K, seconds.
+            summaries, the estimator, the proposal or AIS start really used, K, the plan
+            (``plan``: :meth:`~vaelik.inference.plan.Plan.to_dict`; ``plan_digest``), seconds.
+        plan: the :class:`~vaelik.inference.plan.Plan` the values were computed by.
     """
 
     results: PerExampleResults
     summary: dict[str, Any]
+    #: the plan the values were computed by (its ``digest``, ``describe()``, ``choices``)
+    plan: Plan | None = None
 
     @property
     def log_px(self) -> torch.Tensor:
@@ -93,52 +95,6 @@ def write_results(output_dir: Path, results: PerExampleResults, summary: dict[st
         writer.writerows(rows)
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return output_dir
-
-
-def pick_device(name: str | torch.device | None, model: Any = None) -> torch.device:
-    """``None``: the device of the model's parameters (CPU for a model without any); ``auto``:
-    this process's CUDA device when available, else CPU; any other name as given."""
-    if name is None:
-        parameters = getattr(model, "parameters", None)
-        first = next(iter(parameters()), None) if callable(parameters) else None
-        return first.device if first is not None else torch.device("cpu")
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        return torch.device("cpu")
-    return torch.device(name)
-
-
-def chosen_estimator(
-    estimator: EstimatorChoice, num_samples: int | None = None, seed: int | None = None
-) -> LogWeightEstimator:
-    """``estimator`` by name (:func:`~vaelik.inference.choices.make_estimator`) or as built,
-    with K and the seed replaced where given."""
-    changes = {
-        key: value
-        for key, value in (("num_samples", num_samples), ("seed", seed))
-        if value is not None
-    }
-    if isinstance(estimator, str):
-        return make_estimator(estimator, **changes)
-    if not isinstance(estimator, LogWeightEstimator):
-        raise ConfigError(
-            f"estimator must be a name (importance, ais, prior, quadrature) or an estimator "
-            f"object, got {type(estimator).__name__}"
-        )
-    return estimator.replace(**changes) if changes else estimator
-
-
-def chosen_proposal(proposal: ProposalChoice) -> Proposal:
-    """``proposal`` by name (:func:`~vaelik.inference.choices.make_proposal`) or as built."""
-    if isinstance(proposal, str):
-        return make_proposal(proposal)
-    if not isinstance(proposal, Proposal):
-        raise ConfigError(
-            f"proposal must be a name (encoder, prior, student_t, inflated, defensive) or a "
-            f"proposal object, got {type(proposal).__name__}"
-        )
-    return proposal
 
 
 def share_note(size: int) -> str:
@@ -214,8 +170,9 @@ def estimate(
     model: Any,
     data: Any,
     *,
-    estimator: EstimatorChoice = "importance",
-    proposal: ProposalChoice = "encoder",
+    plan: Plan | None = None,
+    estimator: EstimatorChoice | None = None,
+    proposal: ProposalChoice | None = None,
     num_samples: int | None = None,
     batch_size: int | None = None,
     examples: int | Sequence[int] | None = None,
@@ -230,28 +187,49 @@ def estimate(
             own models, or one wrapped by :mod:`vaelik.adapters`).
         data: a tensor ``[N, ...]``, a ``Dataset`` yielding ``x`` or ``(x, label)``, or a
             ``DataLoader``.
-        estimator: ``importance``, ``ais``, ``prior`` (naive Monte Carlo), ``quadrature`` (1-
-            or 2-D latents), with the defaults of ``conf/estimator/``; or an estimator object.
-        proposal: ``encoder``, ``prior``, ``student_t``, ``inflated``, ``defensive``; or a
-            proposal object. AIS starts its chains from it (or from the prior, see
-            ``prior_share``); the summary names what was really used.
+        plan: a plan resolved for ``model`` by :func:`vaelik.resolve`; then ``estimator``,
+            ``proposal``, ``num_samples`` and ``seed`` are the plan's and may not be given.
+        estimator: ``importance`` (the default), ``ais``, ``prior`` (naive Monte Carlo),
+            ``quadrature`` (1- or 2-D latents), with the defaults of ``conf/estimator/``; or an
+            estimator object.
+        proposal: ``encoder`` (the default), ``prior``, ``student_t``, ``inflated``,
+            ``defensive``, ``refined``; or a proposal object. AIS starts its chains from it (or
+            from the prior, see ``prior_share``); the summary and ``Estimates.plan`` name what
+            was really used and why.
         num_samples: K (draws or chains per example), replacing the estimator's.
-        batch_size: examples per call (default: the DataLoader's, else 100); never changes
-            the numbers.
+        batch_size: examples per call (default: the plan's, the DataLoader's, else 100);
+            never changes the numbers.
         examples: all (None), that many spread evenly over the data, or these indices.
-        device: where to compute (default: the model's parameters' device; ``auto``: CUDA
-            when available). The model must already be there.
+        device: where to compute (default: the plan's, else the model's parameters' device;
+            ``auto``: CUDA when available). The model must already be there.
         seed: the seed mixed into every example's stream key (default: the estimator's, 0).
         progress: a progress bar over examples on standard error.
 
     Returns:
-        :class:`Estimates`: per-example values and the summary (``log_px_mean``,
+        :class:`Estimates`: per-example values, the summary (``log_px_mean``,
         ``log_px_stderr``, ``bpd``, ``ess_mean``, ``khat_*``, ``flagged_share``,
-        ``estimator``, ``proposal``, ``num_samples``, ``seconds``, ...).
+        ``estimator``, ``proposal``, ``num_samples``, ``plan_digest``, ``plan``, ``seconds``,
+        ...) and the plan.
     """
-    check_measurable(model)
-    plan = chosen_estimator(estimator, num_samples, seed).bind(model, chosen_proposal(proposal))
-    chosen = Examples.of(model, data, examples, batch_size, device)
+    if plan is None:
+        plan = resolve(
+            model,
+            estimator if estimator is not None else "importance",
+            proposal,
+            num_samples=num_samples,
+            seed=seed,
+            device=device,
+            batch_size=batch_size,
+        )
+    else:
+        plan = plan_for_call(plan, model, estimator, proposal, num_samples, seed)
+        plan = with_execution(
+            plan,
+            device=plan.execution.device if device is None else pick_device(device, model),
+            batch_size=plan.execution.batch_size if batch_size is None else batch_size,
+        )
+    execution = plan.execution
+    chosen = Examples.of(model, data, examples, execution.batch_size, execution.device)
     parts: list[tuple[torch.Tensor, Estimate]] = []
     start = time.perf_counter()
     visit_batches(
@@ -266,10 +244,39 @@ def estimate(
     seconds = time.perf_counter() - start
     summary = {
         **results.summary(event_dims(chosen.dataset)),
-        **plan.describe(),
+        **plan.report(),
         "seconds": seconds,
         "samples_per_second": len(chosen.indices) * plan.num_samples / seconds,
         "device": str(chosen.device),
         "processes": world()[1],
     }
-    return Estimates(results, summary)
+    return Estimates(results, summary, plan)
+
+
+def plan_for_call(
+    plan: Plan,
+    model: Any,
+    estimator: EstimatorChoice | None,
+    proposal: ProposalChoice | None,
+    num_samples: int | None,
+    seed: int | None,
+) -> Plan:
+    """``plan``, checked against the rest of a call: resolved for this very ``model``, and no
+    value-determining argument given beside it."""
+    given = {"estimator": estimator, "proposal": proposal, "num_samples": num_samples, "seed": seed}
+    for name, value in given.items():
+        if value is not None:
+            raise ConfigError(
+                f"{name} is the plan's to decide: pass either plan= or {name}=, not both "
+                f"(vaelik.resolve(model, ..., {name}=...) makes a plan with another {name})"
+            )
+    if not isinstance(plan, Plan):
+        raise ConfigError(
+            f"plan must be a vaelik.Plan (from vaelik.resolve), got {type(plan).__name__}"
+        )
+    if plan.model is not model:
+        raise ConfigError(
+            "the plan was resolved for another model: resolve one for this model with "
+            "vaelik.resolve(model, ...)"
+        )
+    return plan

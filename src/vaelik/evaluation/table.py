@@ -34,17 +34,17 @@ from omegaconf import DictConfig
 
 from vaelik.checkpoint import describe_machine, read_checkpoint
 from vaelik.data.datamodule import evenly_spaced, example_indices
-from vaelik.errors import ConfigError, UnsupportedCombinationError
+from vaelik.errors import ConfigError
 from vaelik.evaluation.curves import last_value, read_curve, trend, write_curve
-from vaelik.evaluation.estimate import estimate, pick_device
+from vaelik.evaluation.estimate import estimate
 from vaelik.evaluation.formatting import figure, report_written, share_text
 from vaelik.evaluation.indexed_data import event_dims
 from vaelik.evaluation.loading import model_from_checkpoint
 from vaelik.evaluation.results import PerExampleResults
 from vaelik.inference.ais import AnnealedImportanceSampling
 from vaelik.inference.choices import build
+from vaelik.inference.plan import pick_device, resolve
 from vaelik.inference.proposals import EncoderProposal, Proposal
-from vaelik.inference.refinement import RefinedProposal
 from vaelik.metrics import mean_and_stderr
 
 COLUMNS = (
@@ -130,9 +130,14 @@ def measure(name: str, path: Path, cfg: DictConfig) -> dict[str, Any]:
     model.to(device)
     importance, proposal = build(cfg.importance, "importance"), EncoderProposal()
     ais, ais_proposal = ais_estimator(cfg)
-    importance.bind(model, proposal)  # an impossible combination fails before any work
-    ais_proposal = refinable_or_encoder(ais_proposal, model, name)
-    ais_start = ais.bind(model, ais_proposal).proposal
+    # every combination resolved (and an impossible one refused) before any work
+    importance_plan = resolve(model, importance, proposal, batch_size=cfg.batch_size)
+    # the automatic rules may choose where AIS starts (a refined proposal gives way to the
+    # encoder where it cannot refine the guide): said here, and in the ais_start column
+    ais_plan = resolve(model, ais, ais_proposal, batch_size=cfg.batch_size, accept_rules=True)
+    for choice in ais_plan.choices:
+        print(f"{name}: AIS {choice.text()}", file=sys.stderr)
+    ais_start = ais_plan.proposal
     dataset = datamodule.dataset(cfg.split)
     indices = example_indices(dataset, cfg.num_examples)
     ais_count = len(indices) if cfg.ais_examples is None else int(cfg.ais_examples)
@@ -150,14 +155,13 @@ def measure(name: str, path: Path, cfg: DictConfig) -> dict[str, Any]:
     }
     earlier = reusable_row(row, Path(cfg.paths.output_dir)) if cfg.get("reuse_importance") else None
     start = time.perf_counter()
-    measured = dict(estimator=importance, proposal=proposal, batch_size=cfg.batch_size)
     results = estimate(
         model,
         dataset,
+        plan=importance_plan,
         examples=ais_indices if earlier else indices,
         device=device,
         progress=True,
-        **measured,
     ).results
     if earlier:
         row.update({column: earlier[column] for column in IMPORTANCE_COLUMNS})
@@ -177,12 +181,7 @@ def measure(name: str, path: Path, cfg: DictConfig) -> dict[str, Any]:
     row["ais_disagree_share"] = None
     if ais_indices:
         annealed = estimate(
-            model,
-            dataset,
-            **{**measured, "estimator": ais, "proposal": ais_proposal},
-            examples=ais_indices,
-            device=device,
-            progress=True,
+            model, dataset, plan=ais_plan, examples=ais_indices, device=device, progress=True
         ).results
         gaps = annealed.log_px - matching(results, annealed.index)
         row["ais_gap"], row["ais_gap_stderr"] = mean_and_stderr(gaps)
@@ -214,20 +213,6 @@ def ais_estimator(cfg: DictConfig) -> tuple[AnnealedImportanceSampling, Proposal
     ais = ais_with_start(cfg.ais, cfg.get("ais_start", "auto"))
     chosen = cfg.get("ais_proposal")
     return ais, EncoderProposal() if chosen is None else build(chosen, "ais_proposal")
-
-
-def refinable_or_encoder(proposal: Proposal, model: Any, name: str) -> Proposal:
-    """``proposal``, except that a refined proposal gives way to the encoder for a model whose
-    posterior it cannot refine (an IAF or hierarchical guide), said on standard error; the row's
-    ``ais_start`` names what was used."""
-    if not isinstance(proposal, RefinedProposal):
-        return proposal
-    try:
-        proposal.check(model)
-    except UnsupportedCombinationError as refused:
-        print(f"{name}: AIS starts from the encoder, not refined: {refused}", file=sys.stderr)
-        return EncoderProposal()
-    return proposal
 
 
 #: ``ais_start`` as AIS's ``prior_share`` (auto: the estimator's own choice)

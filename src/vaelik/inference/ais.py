@@ -15,27 +15,25 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from vaelik.config import option_defaults
 from vaelik.errors import ConfigError, SettingError
-from vaelik.inference.estimators import EstimationPlan, LogWeightEstimator
+from vaelik.inference.estimators import LogWeightEstimator
 from vaelik.inference.joint_gradient import JointGradient, gradient_of
 from vaelik.inference.log_weights import BatchChunk, batch_chunks, check_finite, check_positive
-from vaelik.inference.proposals import PriorProposal, Proposal
+from vaelik.inference.proposals import Proposal
 from vaelik.inference.streams import Draws, substream_keys
-from vaelik.models.contract import can_score
 from vaelik.models.frozen import frozen
 
+if TYPE_CHECKING:
+    from vaelik.inference.plan import Plan
+
 SCHEDULES = ("sigmoid", "linear")
+#: ``prior_share: auto``: the start is chosen by :func:`vaelik.inference.plan.ais_start`
 AUTO = "auto"
-#: ``prior_share: auto`` starts every chain from the prior for latents of at most this many
-#: dimensions (chains from p(z) reach the modes an encoder misses there) and every chain from
-#: the proposal above (where a path from p(z) of the same length ends nats lower than one from
-#: the encoder); docs/results.md shows both cases measured
-PRIOR_START_MAX_DIM = 2
 # mixed into the stream keys of reverse AIS, so that it never reuses the forward chains' noise
 REVERSE_STREAM = 1
 _AIS = option_defaults("estimator", "ais")
@@ -81,8 +79,19 @@ class StratifiedStart(Proposal):
     def __init__(self, proposal: Proposal, prior_chains: int, num_chains: int) -> None:
         self.proposal = proposal
         self.prior_chains = prior_chains
+        self.num_chains = num_chains
         self.share = prior_chains / num_chains
         self.name = f"prior ({prior_chains} of {num_chains} chains) + {proposal.name}"
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "name": "stratified",
+            "settings": {
+                "prior_chains": self.prior_chains,
+                "num_chains": self.num_chains,
+                "proposal": self.proposal.record(),
+            },
+        }
 
     def check(self, model: Any, needs_log_prob: bool = False) -> None:
         self.proposal.check(model, needs_log_prob)
@@ -131,14 +140,16 @@ class AnnealedImportanceSampling(LogWeightEstimator):
     a = 0 (it must score latents, ``log r(z|x)`` on the whole path), the prior for a = 1 (the
     path of Wu et al. 2017, which works with every guide), and in between the mixture
     a p(z) + (1 - a) r(z|x), round(a K) chains from the prior (:class:`StratifiedStart`).
-    ``auto`` (the default) is 1 for latents of at most :data:`PRIOR_START_MAX_DIM` dimensions,
-    where chains from the proposal can all fall into a mode that misses most of the mass and
-    chains from the prior find every mode, and for guides that cannot score latents; else 0.
+    ``auto`` (the default) lets :func:`vaelik.resolve` choose (:func:`vaelik.inference.plan.
+    ais_start`): 1 for latents of at most 2 dimensions, where chains from the proposal can all
+    fall into a mode that misses most of the mass and chains from the prior find every mode,
+    and for guides that cannot score latents; else 0. The plan reports the choice.
     Batches are cut into chunks of at most ``chunk_size`` (chain, example) pairs (None: by device,
     :func:`~vaelik.inference.log_weights.default_chunk_size`); a chunk never splits an example's
     chains.
     """
 
+    kind = "ais"
     needs_log_prob = True
 
     def __init__(
@@ -170,35 +181,12 @@ class AnnealedImportanceSampling(LogWeightEstimator):
         self.target_accept = float(target_accept)
         self.adapt_step_size = adapt_step_size
 
-    def share_for(self, model: Any) -> float:
-        """The prior's share of the start for ``model``: ``prior_share``, or, for ``auto``, 1
-        up to :data:`PRIOR_START_MAX_DIM` latent dimensions or where the guide cannot score
-        latents it did not draw (an IAF guide: no start but the prior works), else 0."""
-        if self.prior_share != AUTO:
-            return float(self.prior_share)
-        low_dimensional = model.latent_dim <= PRIOR_START_MAX_DIM
-        return 1.0 if low_dimensional or not can_score(model) else 0.0
-
-    def start(self, model: Any, proposal: Proposal) -> Proposal:
-        """The chains' initial distribution for ``model``: the prior (share 1), the chosen
-        ``proposal`` (share 0, or a single chain, which cannot be split, as at K = 1 of a
-        convergence table), or else the stratified mixture with round(share K) chains from the
-        prior, at least 1 and at most K - 1."""
-        share, k = self.share_for(model), self.num_samples
-        if share == 1:
-            return PriorProposal()
-        if share == 0 or k < 2 or isinstance(proposal, (PriorProposal, StratifiedStart)):
-            return proposal
-        return StratifiedStart(proposal, min(max(round(share * k), 1), k - 1), k)
-
-    def log_weights(
-        self, plan: EstimationPlan, x: torch.Tensor, index: torch.Tensor
-    ) -> torch.Tensor:
+    def log_weights(self, plan: Plan, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """AIS log-weights ``[K, B]`` in float64 (the prior's chains first, if any)."""
         return self._run_chains(plan, x, index, z_exact=None)
 
     def reverse_log_weights(
-        self, plan: EstimationPlan, x: torch.Tensor, index: torch.Tensor, z_exact: torch.Tensor
+        self, plan: Plan, x: torch.Tensor, index: torch.Tensor, z_exact: torch.Tensor
     ) -> torch.Tensor:
         """Reverse AIS (Grosse, Ghahramani & Adams 2015) log-weights ``[K, B]`` (float64).
 
@@ -214,7 +202,7 @@ class AnnealedImportanceSampling(LogWeightEstimator):
 
     def _run_chains(
         self,
-        plan: EstimationPlan,
+        plan: Plan,
         x: torch.Tensor,
         index: torch.Tensor,
         z_exact: torch.Tensor | None,
@@ -223,8 +211,8 @@ class AnnealedImportanceSampling(LogWeightEstimator):
         example) pairs: forward from the start distribution, or, given ``z_exact [B, L]``,
         backwards from it. Log-weights ``[K, B]`` in float64."""
         model, proposal = plan.model, plan.proposal
-        rows = max(1, self.pairs_per_pass(x.device) // self.num_samples)
-        log_w = torch.empty(self.num_samples, x.shape[0], dtype=torch.float64, device=x.device)
+        rows = max(1, self.pairs_per_pass(x.device) // plan.num_samples)
+        log_w = torch.empty(plan.num_samples, x.shape[0], dtype=torch.float64, device=x.device)
         with frozen(model):  # no parameter changes in here
             with torch.no_grad():
                 chunks = list(batch_chunks(model, x, index, rows, self.seed, proposal))

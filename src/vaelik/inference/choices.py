@@ -35,7 +35,7 @@ def build(node: Any, section: str = "", **settings: Any) -> Any:
         raise
 
 
-def from_option(group: str, name: str, settings: dict[str, Any]) -> Any:
+def from_option(group: str, name: str, settings: dict[str, Any], /) -> Any:
     """The object of ``<group>/<name>.yaml`` in the config tree in use (``VAELIK_CONFIG_DIR``,
     else the shipped one, as for the commands) with ``settings`` replacing its own."""
     config = option_config(group, name, Path(config_dir()))
@@ -61,13 +61,13 @@ def is_plain(value: Any) -> bool:
     return value is None or isinstance(value, bool | int | float | str)
 
 
-def make_estimator(name: str, **settings: Any) -> LogWeightEstimator:
+def make_estimator(name: str, /, **settings: Any) -> LogWeightEstimator:
     """The estimator ``estimator=<name>`` builds (``importance``, ``ais``, ``prior``,
     ``quadrature``), with ``settings`` replacing the config's (``seed`` 0 unless given)."""
     return from_option("estimator", name, settings)
 
 
-def make_proposal(name: str, **settings: Any) -> Proposal:
+def make_proposal(name: str, /, **settings: Any) -> Proposal:
     """The proposal ``proposal=<name>`` builds (``encoder``, ``prior``, ``student_t``,
     ``inflated``, ``defensive``), with ``settings`` replacing the config's."""
     return from_option("proposal", name, settings)

@@ -1,11 +1,11 @@
 """Estimators of the marginal likelihood log p(x), per example.
 
 An estimator is a fixed set of settings (K, chunk size, seed, name; never changed once built:
-:meth:`LogWeightEstimator.replace` builds another). :meth:`LogWeightEstimator.bind` resolves it
-once for a model and the run's proposal into an :class:`EstimationPlan`: the K it really draws,
-the proposal it really uses (a fixed one such as the prior's, AIS's start), the names every
-report prints. The plan maps ``(x [B, ...], index [B])`` to an :class:`Estimate` built from
-log-weights ``[K, B]``, so a new guide, prior, proposal or likelihood head needs no change here.
+:meth:`LogWeightEstimator.replace` builds another). It decides no policy: :func:`vaelik.resolve`
+(:mod:`vaelik.inference.plan`) resolves it for a model into a :class:`~vaelik.inference.plan.Plan`
+(the K it really draws, the proposal it really uses, the automatic choices and why), and the
+estimator maps the plan and ``(x [B, ...], index [B])`` to log-weights ``[K, B]`` and an
+:class:`Estimate`, so a new guide, prior, proposal or likelihood head needs no change here.
 Annealed importance sampling lives in :mod:`vaelik.inference.ais`.
 """
 
@@ -15,7 +15,7 @@ import functools
 import inspect
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -34,7 +34,9 @@ from vaelik.inference.log_weights import (
     importance_log_weights,
 )
 from vaelik.inference.proposals import Proposal
-from vaelik.models.contract import check_measurable
+
+if TYPE_CHECKING:
+    from vaelik.inference.plan import Plan
 
 
 def monte_carlo_stderr(ess: torch.Tensor, num_samples: int) -> torch.Tensor:
@@ -85,12 +87,14 @@ class Estimate:
 
 class LogWeightEstimator:
     """An estimator defined by its log-weights ``[K, B]``: subclasses implement
-    :meth:`log_weights`; K, the chunk size, the seed, the reported name, the choice of proposal,
-    the resolution into a plan and the reduction to an :class:`Estimate` are shared.
+    :meth:`log_weights`; K, the chunk size, the seed, the reported name and the reduction to an
+    :class:`Estimate` are shared.
 
     Settings are fixed when the estimator is built (setting an attribute afterwards raises):
     :meth:`replace` gives a copy with other settings, validated as at construction."""
 
+    #: the kind of estimate, as plans record it (``importance``, ``ais``, ``quadrature``)
+    kind: str
     #: True where the estimator needs log r(z|x) at latents r did not draw (AIS)
     needs_log_prob = False
 
@@ -163,93 +167,14 @@ class LogWeightEstimator:
         (:func:`~vaelik.inference.log_weights.default_chunk_size`)."""
         return default_chunk_size(device) if self.chunk_size is None else self.chunk_size
 
-    def start(self, model: Any, proposal: Proposal) -> Proposal:
-        """The distribution the draws come from, given the proposal chosen for the run (the
-        estimator's own, else the run's): that proposal itself, here."""
-        return proposal
-
-    def draws_for(self, model: Any) -> int:
-        """K, the number of log-weights per example, for ``model``: ``num_samples`` here."""
-        return self.num_samples
-
-    def bind(self, model: Any, proposal: Proposal) -> EstimationPlan:
-        """Resolve this estimator for ``model`` and the run's ``proposal``, once: check that the
-        model meets the contract (:mod:`vaelik.models.contract`) and that the combination can
-        run (both fail before any work), and fix K and the proposal really used."""
-        check_measurable(model)
-        chosen = self.start(model, self.proposal if self.proposal is not None else proposal)
-        chosen.check(model, needs_log_prob=self.needs_log_prob)
-        return EstimationPlan(self, model, proposal, chosen, self.draws_for(model))
-
-    def log_weights(
-        self, plan: EstimationPlan, x: torch.Tensor, index: torch.Tensor
-    ) -> torch.Tensor:
+    def log_weights(self, plan: Plan, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """Log-weights ``[K, B]`` (float64) of the examples ``x [B, ...]`` with dataset indices
         ``index [B]`` (the keys of their random streams)."""
         raise NotImplementedError
 
-    def estimate(self, plan: EstimationPlan, x: torch.Tensor, index: torch.Tensor) -> Estimate:
+    def estimate(self, plan: Plan, x: torch.Tensor, index: torch.Tensor) -> Estimate:
         """Per-example estimates of ``x`` from their log-weights."""
         return Estimate.from_log_weights(self.log_weights(plan, x, index))
-
-    def __call__(
-        self, model: Any, x: torch.Tensor, index: torch.Tensor, proposal: Proposal
-    ) -> Estimate:
-        """``bind(model, proposal).estimate(x, index)``: one batch, resolved afresh."""
-        return self.bind(model, proposal).estimate(x, index)
-
-
-@dataclass(frozen=True)
-class EstimationPlan:
-    """An estimator resolved for one model and one run proposal (:meth:`LogWeightEstimator.bind`).
-
-    Attributes:
-        estimator: the estimator, with its settings.
-        model: the model measured (see :class:`~vaelik.models.contract.MeasurableModel`).
-        requested: the run's proposal, as given.
-        proposal: the distribution the draws really come from: ``requested``, the estimator's
-            fixed proposal (the prior for ``estimator=prior``), AIS's start (the prior, or a
-            stratified mixture), or the quadrature grid's uniform box.
-        num_samples: K, log-weights per example (the grid's cells for quadrature).
-    """
-
-    estimator: LogWeightEstimator
-    model: Any
-    requested: Proposal
-    proposal: Proposal
-    num_samples: int
-
-    @property
-    def estimator_name(self) -> str:
-        return self.estimator.name
-
-    @property
-    def proposal_name(self) -> str:
-        return self.proposal.name
-
-    @property
-    def label(self) -> str:
-        """``importance, encoder, K=5000``: what a progress bar or a log line names."""
-        return f"{self.estimator_name}, {self.proposal_name}, K={self.num_samples}"
-
-    def describe(self) -> dict[str, Any]:
-        """The names and K every report carries."""
-        return {
-            "estimator": self.estimator_name,
-            "proposal": self.proposal_name,
-            "num_samples": self.num_samples,
-        }
-
-    def with_num_samples(self, num_samples: int) -> EstimationPlan:
-        """The plan of the same estimator with K = ``num_samples``, resolved afresh (AIS's
-        stratified start depends on K)."""
-        return self.estimator.replace(num_samples=num_samples).bind(self.model, self.requested)
-
-    def log_weights(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        return self.estimator.log_weights(self, x, index)
-
-    def estimate(self, x: torch.Tensor, index: torch.Tensor) -> Estimate:
-        return self.estimator.estimate(self, x, index)
 
 
 _IMPORTANCE = option_defaults("estimator", "importance")
@@ -273,6 +198,7 @@ class ImportanceSampling(LogWeightEstimator):
         proposal: a fixed proposal that replaces the run's, or None.
     """
 
+    kind = "importance"
     # the first K draws of a run with more draws are exactly the draws of a run with K
     nested_in_k = True
 
@@ -286,9 +212,7 @@ class ImportanceSampling(LogWeightEstimator):
     ) -> None:
         super().__init__(num_samples, chunk_size, seed, name, proposal)
 
-    def log_weights(
-        self, plan: EstimationPlan, x: torch.Tensor, index: torch.Tensor
-    ) -> torch.Tensor:
+    def log_weights(self, plan: Plan, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """Log-weights ``[K, B]`` in float64."""
         return importance_log_weights(
             plan.model,

@@ -31,6 +31,19 @@ class Proposal:
     #: True where log r(z|x) of any latent needs log q(z|x) of latents the guide did not draw
     scores_posterior = False
 
+    def settings(self) -> dict[str, Any]:
+        """The settings that shape this distribution (``df``, ``scale``, ...): the instance's
+        plain attributes."""
+        return {
+            key: value
+            for key, value in vars(self).items()
+            if isinstance(value, bool | int | float | str)
+        }
+
+    def record(self) -> dict[str, Any]:
+        """``{"name": ..., "settings": {...}}``: how a plan records this proposal."""
+        return {"name": self.name, "settings": self.settings()}
+
     def check(self, model: Any, needs_log_prob: bool = False) -> None:
         """Raise :class:`UnsupportedCombinationError` where this proposal cannot be used with
         ``model`` (and, with ``needs_log_prob``, where it cannot score latents)."""

@@ -31,18 +31,20 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from vaelik.config import option_defaults
-from vaelik.errors import SettingError, UnsupportedCombinationError
+from vaelik.errors import SettingError
 from vaelik.inference.diagnostics import log_mean_exp, log_weight_variance, normalized_ess
-from vaelik.inference.estimators import Estimate, EstimationPlan, LogWeightEstimator
+from vaelik.inference.estimators import Estimate, LogWeightEstimator
 from vaelik.inference.log_weights import check_finite, check_positive
 from vaelik.inference.proposals import Proposal
 
-MAX_LATENT_DIM = 2
+if TYPE_CHECKING:
+    from vaelik.inference.plan import Plan
+
 _QUADRATURE = option_defaults("estimator", "quadrature")
 
 
@@ -106,6 +108,7 @@ class Quadrature(LogWeightEstimator):
         name: reported in summaries.
     """
 
+    kind = "quadrature"
     #: computed once by ``vaelik-convergence``: the same exact value, a reference, at every K
     exact_reference = True
 
@@ -129,19 +132,7 @@ class Quadrature(LogWeightEstimator):
         self.tolerance = float(tolerance)
         super().__init__(self.points, chunk_size, seed, name, UniformBox(self.bound))
 
-    def draws_for(self, model: Any) -> int:
-        """K = points^L cells; latents of more than 2 dimensions are refused."""
-        if model.latent_dim > MAX_LATENT_DIM:
-            raise UnsupportedCombinationError(
-                f"estimator=quadrature integrates over a grid of the latent space, which is "
-                f"feasible for 1 or 2 latent dimensions; this model has {model.latent_dim}. "
-                "Use estimator=importance or estimator=ais"
-            )
-        return self.points**model.latent_dim
-
-    def log_weights(
-        self, plan: EstimationPlan, x: torch.Tensor, index: torch.Tensor
-    ) -> torch.Tensor:
+    def log_weights(self, plan: Plan, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """log p(x, z_j) + L log 2b at every cell centre: ``[G, B]`` float64."""
         model = plan.model
         dims = model.latent_dim
@@ -165,7 +156,7 @@ class Quadrature(LogWeightEstimator):
         ring_share = torch.exp(torch.logsumexp(log_w[ring.to(log_w.device)], dim=0) - full)
         return (full - coarse).abs() + ring_share
 
-    def estimate(self, plan: EstimationPlan, x: torch.Tensor, index: torch.Tensor) -> Estimate:
+    def estimate(self, plan: Plan, x: torch.Tensor, index: torch.Tensor) -> Estimate:
         log_w = self.log_weights(plan, x, index)
         log_px = log_mean_exp(log_w)
         grid_error = self.grid_error(log_w, plan.model.latent_dim)

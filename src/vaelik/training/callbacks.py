@@ -11,6 +11,7 @@ from vaelik.data.datamodule import example_indices
 from vaelik.errors import ConfigError, SettingError
 from vaelik.evaluation.convergence import convergence
 from vaelik.evaluation.estimate import estimate
+from vaelik.inference.plan import Plan, resolve
 from vaelik.training.images import image_grid, log_figure_file, log_grid, log_histograms
 
 
@@ -77,9 +78,12 @@ class LogLikelihoodCallback(pl.Callback):
         self.batch_size = batch_size
         self.convergence_ks = sorted(set(convergence_ks or []))
         self.output_dir = Path(output_dir) if output_dir else None
+        #: resolved for the model at setup
+        self.plan: Plan | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self.estimator.bind(pl_module.model, self.proposal)  # an impossible choice fails now
+        # an impossible choice fails now; the per-epoch estimate takes the automatic rules
+        self.plan = resolve(pl_module.model, self.estimator, self.proposal, accept_rules=True)
 
     def plotted_ks(self) -> list[int]:
         """The K values of ``convergence.png``: ``convergence_ks`` and this callback's own K (so
@@ -116,8 +120,7 @@ class LogLikelihoodCallback(pl.Callback):
             results = estimate(
                 pl_module.model,
                 dataset,
-                estimator=self.estimator,
-                proposal=self.proposal,
+                plan=self.plan,
                 batch_size=self.batch_size,
                 examples=indices,
                 device=pl_module.device,
