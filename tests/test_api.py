@@ -20,13 +20,13 @@ from vaelik.adapters import from_functions
 from vaelik.cli import bdmc as bdmc_cli
 from vaelik.cli import evaluate as evaluate_cli
 from vaelik.cli import results as results_cli
-from vaelik.config import option_config, option_defaults, option_names
 from vaelik.errors import ConfigError, SettingError
 from vaelik.evaluation.trusted_config import check_trusted_config
 from vaelik.inference.ais import AnnealedImportanceSampling
 from vaelik.inference.estimators import ImportanceSampling
 from vaelik.inference.proposals import EncoderProposal
 from vaelik.models.contract import MeasurableModel, ModelContractError
+from vaelik.options import option_config, option_defaults, option_names
 
 SRC = Path(vaelik.__file__).parent
 
@@ -357,7 +357,7 @@ def test_review_findings_stay_fixed(user_model, tmp_path, monkeypatch):
         vaelik.estimate(model, x, batch_size=0, num_samples=4)
     import shutil
 
-    from vaelik.config import shipped_config_dir
+    from vaelik.options import shipped_config_dir
 
     private = tmp_path / "conf"
     shutil.copytree(shipped_config_dir(), private)

@@ -15,7 +15,7 @@ from conftest import write_amat
 from vaelik.data import MNIST, BinarizedMNIST, DataNotFoundError, EmbeddedMNIST, ImageDataModule
 from vaelik.data import binarized_mnist as bm
 from vaelik.data.binarize import ImageTensorDataset
-from vaelik.data.datamodule import evenly_spaced, example_indices
+from vaelik.subsets import evenly_spaced, example_indices
 
 
 def test_mnist_reads_idx_files_and_holds_out_validation(mnist_dir):

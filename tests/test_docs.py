@@ -4,6 +4,7 @@ file outside the repository."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import re
@@ -183,3 +184,53 @@ def test_the_readme_results_table_is_the_results_csv():
                 if row["ais_examples"] == row["num_examples"]
             }
             assert ais in whole, (experiment, ais, whole)
+
+
+#: the contributing page's rows, by the config group whose options they add
+COMPONENT_ROWS = {
+    "prior": "a prior p(z)",
+    "posterior": "a guide q(z\\|x)",
+    "objective": "an objective",
+    "proposal": "a proposal",
+    "estimator": "an estimator",
+    "likelihood": "a likelihood head",
+}
+
+
+def component_rows() -> dict[str, str]:
+    """The contributing page's "Adding a component" table: the first cell of each row and the
+    whole row."""
+    text = (DOCS / "contributing.md").read_text()
+    table = text.split("## Adding a component", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    return {row.split(" | ")[0].removeprefix("| "): row for row in rows}
+
+
+def test_the_contributing_page_names_files_that_exist():
+    """Every file or folder the table names is there (``NAME`` standing for the new one's
+    name: its folder is there)."""
+    for first, row in component_rows().items():
+        for path in re.findall(r"`((?:src|conf|tests)/[^`]*)`", row):
+            target = ROOT / path
+            if "NAME" in path:
+                target = target.parent
+            assert target.exists(), f"{first}: {path}"
+
+
+@pytest.mark.parametrize("group", list(COMPONENT_ROWS))
+def test_every_option_s_class_lives_where_the_contributing_page_says(group):
+    """Each ``conf/<group>/*.yaml``'s class is in a module the page's row names, or in the
+    folder it names: a new component of that kind needs the files the row lists."""
+    row = component_rows()[COMPONENT_ROWS[group]]
+    named = re.findall(r"`((?:src/vaelik|inference|models)/[^`]*)`", row)
+    assert named, row
+    for option in sorted((ROOT / "conf" / group).glob("*.yaml")):
+        target = re.search(r"^_target_: (\S+)", option.read_text(), re.M)
+        assert target, option
+        module = importlib.import_module(target.group(1).rsplit(".", 1)[0])
+        where = Path(module.__file__).resolve().relative_to(ROOT / "src" / "vaelik")
+        places = [path.removeprefix("src/vaelik/").replace("NAME.py", "") for path in named]
+        assert any(
+            str(where) == place or (place.endswith("/") and str(where).startswith(place))
+            for place in places
+        ), f"{option.name}: {where} is not among {named}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,8 @@ GROUND = (  # import no other vaelik module but the ground
     "vaelik.metrics",
     "vaelik.errors",
     "vaelik.progress",
+    "vaelik.options",
+    "vaelik.subsets",
 )
 
 
@@ -116,3 +119,23 @@ print("ok")
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+
+
+def test_the_library_loads_no_training_or_config_machinery():
+    """``import vaelik`` and ``vaelik.estimate`` on a plain PyTorch model load neither
+    Lightning, Hydra, OmegaConf, torchvision nor wandb (``benchmarks/import_cost.py`` times
+    them): the library is usable, and quick to import, where only torch is."""
+    program = (
+        "import sys, json, torch; from torch import nn; import vaelik; "
+        "from vaelik.adapters import from_functions; "
+        "enc, dec = nn.Linear(6, 4), nn.Linear(2, 6); "
+        "model = from_functions(lambda x: enc(x).chunk(2, -1), dec, 'bernoulli', latent_dim=2); "
+        "vaelik.estimate(model, (torch.rand(5, 6) < 0.5).float(), num_samples=3); "
+        "vaelik.resolve(model, 'ais', num_steps=3); "
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    loaded = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    heavy = {"lightning", "pytorch_lightning", "hydra", "omegaconf", "torchvision", "wandb"}
+    assert "vaelik" in loaded and not loaded & heavy, sorted(loaded & heavy)

@@ -58,6 +58,7 @@ MODULE_OF = {
     "scikit-learn": "sklearn",
     "pillow": "PIL",
     "pyro-ppl": "pyro",
+    "pyyaml": "yaml",
 }
 #: extras whose packages vaelik imports only where a user asks for them (vaelik.adapters)
 OPTIONAL_EXTRAS = ("pythae", "pyro")

@@ -1,9 +1,7 @@
-"""Where the Hydra config tree lives and the OmegaConf resolvers it uses.
+"""The config tree as Hydra composes it: its folder and the OmegaConf resolvers it uses.
 
-The config tree is the top-level ``conf/`` folder of the repository (the only place defaults
-live). A wheel carries a copy of it inside the package (``vaelik/conf``, put there by
-``setup.py``), so an installed vaelik finds its configs from any directory. ``VAELIK_CONFIG_DIR``
-points elsewhere: a private config tree, or an edited copy of the packaged one.
+Where the tree lives, and its option files read without Hydra or OmegaConf (what the Python API
+needs), are :mod:`vaelik.options`.
 """
 
 from __future__ import annotations
@@ -12,77 +10,18 @@ import itertools
 import math
 import os
 from datetime import datetime
-from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from vaelik.errors import ConfigError
-
-PACKAGED_CONFIG_DIR = Path(__file__).resolve().parent / "conf"  # in an installed wheel
-CHECKOUT_CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"  # editable install, checkout
+from vaelik.options import config_tree
 
 
 def config_dir() -> str:
-    """Absolute path of the config tree: ``$VAELIK_CONFIG_DIR``, else the installed package's
-    copy, else the checkout's ``conf/``. Registers the ``vaelik.*`` resolvers the tree uses, so
-    that it can be composed."""
+    """Absolute path of the config tree (:func:`vaelik.options.config_tree`:
+    ``$VAELIK_CONFIG_DIR``, else the installed package's copy, else the checkout's ``conf/``),
+    with the ``vaelik.*`` resolvers the tree uses registered, so that Hydra can compose it."""
     register_resolvers()
-    override = os.environ.get("VAELIK_CONFIG_DIR")
-    if override:
-        path = Path(override).resolve()
-    elif (PACKAGED_CONFIG_DIR / "train.yaml").is_file():
-        path = PACKAGED_CONFIG_DIR
-    else:
-        path = CHECKOUT_CONFIG_DIR
-    if not (path / "train.yaml").is_file():
-        where = " (from VAELIK_CONFIG_DIR)" if override else ""
-        raise ConfigError(
-            f"vaelik's config tree was not found at {path}{where}: no train.yaml there. "
-            "Point VAELIK_CONFIG_DIR at a folder holding train.yaml and eval.yaml, or reinstall "
-            "vaelik (`pip install .` ships the tree inside the package)."
-        )
-    return str(path)
-
-
-def shipped_config_dir() -> Path:
-    """The config tree vaelik ships (the package's copy, else the checkout's ``conf/``),
-    whatever ``VAELIK_CONFIG_DIR`` says: the one source of the defaults of the Python API."""
-    return (
-        PACKAGED_CONFIG_DIR
-        if (PACKAGED_CONFIG_DIR / "train.yaml").is_file()
-        else (CHECKOUT_CONFIG_DIR)
-    )
-
-
-def option_names(group: str, tree: Path | None = None) -> list[str]:
-    """The options of config group ``group`` (``estimator`` -> ``['ais', 'importance', ...]``)
-    in the config ``tree`` (default: the shipped one)."""
-    return sorted(path.stem for path in ((tree or shipped_config_dir()) / group).glob("*.yaml"))
-
-
-def option_config(group: str, option: str, tree: Path | None = None) -> dict:
-    """The settings of ``<tree>/<group>/<option>.yaml`` (default: the shipped tree) as written,
-    unresolved (interpolations such as ``${seed}`` stay text). A ConfigError lists the options
-    for an unknown name."""
-    path = (tree or shipped_config_dir()) / group / f"{option}.yaml"
-    if not path.is_file():
-        raise ConfigError(
-            f"unknown {group} {option!r}: choose one of {', '.join(option_names(group, tree))}"
-        )
-    config = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-    assert isinstance(config, dict)
-    return config
-
-
-def option_defaults(group: str, option: str) -> dict:
-    """The default settings that ``conf/<group>/<option>.yaml`` gives its class: every key but
-    ``_target_`` and those that refer to the run's config (``seed: ${seed}``). Classes read their
-    constructor defaults from here, so the configs and the Python API cannot disagree."""
-    return {
-        key: value
-        for key, value in option_config(group, option).items()
-        if key != "_target_" and not (isinstance(value, str) and "${" in value)
-    }
+    return str(config_tree())
 
 
 def register_resolvers() -> None:

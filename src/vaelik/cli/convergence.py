@@ -8,11 +8,11 @@ from typing import Any
 from omegaconf import DictConfig
 
 from vaelik.cli import run_hydra_app
-from vaelik.data.datamodule import example_indices
 from vaelik.evaluation.convergence import convergence as convergence_table
 from vaelik.evaluation.formatting import figure, grid_error_text, khat_text, report_written
 from vaelik.evaluation.loading import load_model
 from vaelik.inference.plan import pick_device
+from vaelik.subsets import example_indices
 
 
 def convergence(cfg: DictConfig) -> list[dict[str, Any]]:

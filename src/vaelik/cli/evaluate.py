@@ -8,13 +8,13 @@ from typing import Any
 from omegaconf import DictConfig
 
 from vaelik.cli import run_hydra_app, user_named
-from vaelik.data.datamodule import example_indices
 from vaelik.evaluation.distributed import process_group, world
 from vaelik.evaluation.estimate import estimate
 from vaelik.evaluation.formatting import estimate_text, report_written
 from vaelik.evaluation.loading import load_model
 from vaelik.inference.choices import build
 from vaelik.inference.plan import pick_device, resolve
+from vaelik.subsets import example_indices
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:

@@ -6,7 +6,6 @@ import math
 from collections.abc import Sequence
 
 import lightning.pytorch as pl
-import torch
 from torch.utils.data import DataLoader
 
 from vaelik.data.binarize import Binarize, ImageTensorDataset, check_binarize
@@ -102,23 +101,3 @@ class ImageDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self.loader("test")
-
-
-def example_indices(dataset: torch.utils.data.Dataset, limit: int | None) -> list[int]:
-    """The examples of ``dataset`` to use: all when ``limit`` is None, else ``limit`` of them
-    spread evenly over it (see :func:`evenly_spaced`), never just the first ones: some files
-    are sorted by class (the binarized MNIST test file holds its 0s first, then its 1s, ...),
-    and their first examples would be one digit."""
-    if limit is not None and int(limit) < 1:
-        raise ConfigError(f"num_examples must be >= 1 or null (all), got {limit}")
-    return evenly_spaced(range(len(dataset)), limit)  # type: ignore[arg-type]
-
-
-def evenly_spaced(indices: Sequence[int], limit: int | None) -> list[int]:
-    """``limit`` of ``indices`` at even steps from the first (all of them when ``limit`` is None
-    or not smaller): positions ``floor(i * n / limit)`` for i = 0 .. limit - 1."""
-    items = list(indices)
-    if limit is None or int(limit) >= len(items):
-        return items
-    count = int(limit)
-    return [items[i * len(items) // count] for i in range(count)]

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from vaelik.data.datamodule import evenly_spaced
 from vaelik.errors import ConfigError
+from vaelik.subsets import evenly_spaced
 
 #: what ``data`` may be, for error messages
 ACCEPTED = "a tensor [N, ...], a torch Dataset yielding x or (x, label), or a DataLoader"

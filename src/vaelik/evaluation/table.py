@@ -33,7 +33,6 @@ import torch
 from omegaconf import DictConfig
 
 from vaelik.checkpoint import describe_machine, read_checkpoint
-from vaelik.data.datamodule import evenly_spaced, example_indices
 from vaelik.errors import ConfigError
 from vaelik.evaluation.curves import last_value, read_curve, trend, write_curve
 from vaelik.evaluation.estimate import estimate
@@ -46,6 +45,7 @@ from vaelik.inference.choices import build
 from vaelik.inference.plan import pick_device, resolve
 from vaelik.inference.proposals import EncoderProposal, Proposal
 from vaelik.metrics import mean_and_stderr
+from vaelik.subsets import evenly_spaced, example_indices
 
 COLUMNS = (
     "model",

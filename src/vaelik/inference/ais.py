@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from vaelik.config import option_defaults
 from vaelik.errors import ConfigError, SettingError
 from vaelik.inference.estimators import LogWeightEstimator
 from vaelik.inference.joint_gradient import JointGradient, gradient_of
@@ -27,6 +26,7 @@ from vaelik.inference.log_weights import BatchChunk, batch_chunks, check_finite,
 from vaelik.inference.proposals import Proposal
 from vaelik.inference.streams import Draws, substream_keys
 from vaelik.models.frozen import frozen
+from vaelik.options import option_defaults
 
 if TYPE_CHECKING:
     from vaelik.inference.plan import Plan

@@ -3,27 +3,27 @@
 ``make_estimator("ais", num_steps=100)`` builds what ``estimator=ais estimator.num_steps=100``
 builds on the command line: the settings of ``conf/estimator/ais.yaml``, changed by the given
 ones. The configs are the one source of defaults (the classes read theirs from them too, see
-:func:`vaelik.config.option_defaults`). :func:`build` instantiates a config section and names
+:func:`vaelik.options.option_defaults`). :func:`build` instantiates a config section and names
 the section in a bad setting's error (``ais.num_samples must be an integer >= 1``).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import importlib
 from typing import Any
 
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
-
-from vaelik.config import config_dir, option_config, option_names
 from vaelik.errors import ConfigError, SettingError, user_error_in
 from vaelik.inference.estimators import LogWeightEstimator
 from vaelik.inference.proposals import Proposal
+from vaelik.options import config_tree, option_config, option_names
 
 
 def build(node: Any, section: str = "", **settings: Any) -> Any:
-    """``instantiate(node, **settings)``; a user error raised by a constructor is raised as
+    """``instantiate(node, **settings)`` of a composed config section (Hydra, imported here:
+    the commands' path, not the library's); a user error raised by a constructor is raised as
     itself (not wrapped by Hydra), a bad setting's named under ``section``."""
+    from hydra.utils import instantiate
+
     try:
         return instantiate(node, **settings)
     except Exception as error:
@@ -38,7 +38,7 @@ def build(node: Any, section: str = "", **settings: Any) -> Any:
 def from_option(group: str, name: str, settings: dict[str, Any], /) -> Any:
     """The object of ``<group>/<name>.yaml`` in the config tree in use (``VAELIK_CONFIG_DIR``,
     else the shipped one, as for the commands) with ``settings`` replacing its own."""
-    config = option_config(group, name, Path(config_dir()))
+    config = option_config(group, name, config_tree())
     unknown = sorted(set(settings) - set(config) - {"seed"})
     if unknown:
         known = ", ".join(sorted(key for key in config if key != "_target_"))
@@ -51,7 +51,22 @@ def from_option(group: str, name: str, settings: dict[str, Any], /) -> Any:
     for key, value in settings.items():
         if key not in objects:
             config[key] = value
-    return build(OmegaConf.create(config), "", **objects)
+    return construct(config, **objects)
+
+
+def construct(node: Any, **objects: Any) -> Any:
+    """The object an option file's node describes: a mapping with ``_target_`` (a class's
+    dotted path) is that class called with its other keys, built first where they are nodes
+    too, and with ``objects``; lists are built item by item; anything else is itself. Option
+    files come from vaelik's config tree (or ``VAELIK_CONFIG_DIR``), never from a checkpoint."""
+    if isinstance(node, dict) and "_target_" in node:
+        module, _, name = str(node["_target_"]).rpartition(".")
+        target = getattr(importlib.import_module(module), name)
+        settings = {key: construct(value) for key, value in node.items() if key != "_target_"}
+        return target(**settings, **objects)
+    if isinstance(node, list):
+        return [construct(item) for item in node]
+    return node
 
 
 def is_plain(value: Any) -> bool:

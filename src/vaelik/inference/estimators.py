@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from vaelik.config import option_defaults
 from vaelik.errors import SettingError
 from vaelik.inference.diagnostics import (
     flag_unreliable,
@@ -34,6 +33,7 @@ from vaelik.inference.log_weights import (
     importance_log_weights,
 )
 from vaelik.inference.proposals import Proposal
+from vaelik.options import option_defaults
 
 if TYPE_CHECKING:
     from vaelik.inference.plan import Plan

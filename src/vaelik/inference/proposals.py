@@ -17,11 +17,11 @@ from typing import Any
 import torch
 from torch.distributions import Independent, StudentT
 
-from vaelik.config import option_defaults
 from vaelik.errors import SettingError, UnsupportedCombinationError
 from vaelik.inference.streams import Draws
 from vaelik.models.contract import can_score, posterior_name
 from vaelik.models.guides import Posterior, gaussian_log_prob
+from vaelik.options import option_defaults
 
 
 class Proposal:

@@ -35,12 +35,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from vaelik.config import option_defaults
 from vaelik.errors import SettingError
 from vaelik.inference.diagnostics import log_mean_exp, log_weight_variance, normalized_ess
 from vaelik.inference.estimators import Estimate, LogWeightEstimator
 from vaelik.inference.log_weights import check_finite, check_positive
 from vaelik.inference.proposals import Proposal
+from vaelik.options import option_defaults
 
 if TYPE_CHECKING:
     from vaelik.inference.plan import Plan

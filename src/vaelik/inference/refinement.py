@@ -32,7 +32,6 @@ from typing import Any
 
 import torch
 
-from vaelik.config import option_defaults
 from vaelik.errors import SettingError, UnsupportedCombinationError
 from vaelik.inference.joint_gradient import JointGradient
 from vaelik.inference.log_weights import check_positive
@@ -46,6 +45,7 @@ from vaelik.models.guides import (
     Posterior,
     gaussian_log_prob,
 )
+from vaelik.options import option_defaults
 
 #: mixed into the example keys of the refinement's noise (above any AIS step number, so that
 #: no AIS stream can meet it)

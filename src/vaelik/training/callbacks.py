@@ -7,11 +7,11 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 
-from vaelik.data.datamodule import example_indices
 from vaelik.errors import ConfigError, SettingError
 from vaelik.evaluation.convergence import convergence
 from vaelik.evaluation.estimate import estimate
 from vaelik.inference.plan import Plan, resolve
+from vaelik.subsets import example_indices
 from vaelik.training.images import image_grid, log_figure_file, log_grid, log_histograms
 
 

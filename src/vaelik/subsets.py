@@ -1,0 +1,33 @@
+"""Which examples of a data set to use: all of them, or some spread evenly over it.
+
+A module of its own, with nothing heavier than the standard library and vaelik's errors, so that
+the evaluation library (``vaelik.estimate``) and the data modules share it without the library
+loading Lightning or torchvision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from vaelik.errors import ConfigError
+
+
+def example_indices(dataset: Any, limit: int | None) -> list[int]:
+    """The examples of ``dataset`` to use: all when ``limit`` is None, else ``limit`` of them
+    spread evenly over it (see :func:`evenly_spaced`), never just the first ones: some files
+    are sorted by class (the binarized MNIST test file holds its 0s first, then its 1s, ...),
+    and their first examples would be one digit."""
+    if limit is not None and int(limit) < 1:
+        raise ConfigError(f"num_examples must be >= 1 or null (all), got {limit}")
+    return evenly_spaced(range(len(dataset)), limit)  # type: ignore[arg-type]
+
+
+def evenly_spaced(indices: Sequence[int], limit: int | None) -> list[int]:
+    """``limit`` of ``indices`` at even steps from the first (all of them when ``limit`` is None
+    or not smaller): positions ``floor(i * n / limit)`` for i = 0 .. limit - 1."""
+    items = list(indices)
+    if limit is None or int(limit) >= len(items):
+        return items
+    count = int(limit)
+    return [items[i * len(items) // count] for i in range(count)]
