@@ -2,7 +2,8 @@
 
 Each figure is a fresh Python process (``python -c ...``), timed from its start to its exit, run
 ``--repeats`` times in alternation with the baseline so that drifts of this shared machine hit
-both alike; the median of each is reported and their ratio:
+both alike; the median of each is reported, and the median of the ratios of each run to the
+baseline run beside it:
 
 - torch: ``import torch`` (the baseline: vaelik cannot cost less);
 - import vaelik: ``import torch, vaelik``;
@@ -13,6 +14,8 @@ both alike; the median of each is reported and their ratio:
 Each child also reports which heavy packages it loaded (Lightning, Hydra, OmegaConf,
 torchvision, wandb, matplotlib, scipy): the library layer needs none of them.
 
+``--src`` measures the vaelik of another source tree (a ``git worktree`` of an earlier commit).
+
     python benchmarks/import_cost.py --repeats 7 --csv docs/benchmarks/import_cost.csv
 """
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -49,12 +53,13 @@ PROGRAMS = {
 }
 
 
-def timed(program: str) -> tuple[float, list[str]]:
-    """Seconds from the start of a fresh interpreter running ``program`` to its exit, and the
-    heavy packages it reported loaded."""
+def timed(program: str, src: str | None) -> tuple[float, list[str]]:
+    """Seconds from the start of a fresh interpreter running ``program`` (with vaelik from
+    ``src`` where given) to its exit, and the heavy packages it reported loaded."""
+    env = {**os.environ, **({"PYTHONPATH": src} if src else {})}
     start = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-c", program], capture_output=True, text=True, check=True
+        [sys.executable, "-c", program], capture_output=True, text=True, check=True, env=env
     )
     seconds = time.perf_counter() - start
     return seconds, json.loads(done.stdout.strip().splitlines()[-1])
@@ -63,35 +68,37 @@ def timed(program: str) -> tuple[float, list[str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--src", help="the source tree whose vaelik to measure")
     parser.add_argument("--csv", help="write the figures to this CSV file")
     args = parser.parse_args()
     for program in PROGRAMS.values():  # warm the file cache
-        timed(program)
+        timed(program, args.src)
     seconds: dict[str, list[float]] = {name: [] for name in PROGRAMS}
     loaded: dict[str, list[str]] = {}
     for _ in range(args.repeats):
         for name, program in PROGRAMS.items():
-            taken, heavy = timed(program)
+            taken, heavy = timed(program, args.src)
             seconds[name].append(taken)
             loaded[name] = heavy
-    baseline = statistics.median(seconds["torch"])
     rows = []
     for name in PROGRAMS:
         median = statistics.median(seconds[name])
+        pairs = zip(seconds[name], seconds["torch"], strict=True)
+        ratio = statistics.median(taken / torch for taken, torch in pairs)
         rows.append(
             {
                 "what": name,
                 "median_s": round(median, 3),
                 "min_s": round(min(seconds[name]), 3),
                 "max_s": round(max(seconds[name]), 3),
-                "ratio_to_torch": round(median / baseline, 3),
+                "ratio_to_torch": round(ratio, 3),
                 "heavy_packages_loaded": " ".join(loaded[name]) or "none",
             }
         )
         print(
             f"{name:>14}: median {median:.2f} s (min {min(seconds[name]):.2f}, max "
-            f"{max(seconds[name]):.2f}), {median / baseline:.2f}x import torch; heavy "
-            f"packages loaded: {', '.join(loaded[name]) or 'none'}"
+            f"{max(seconds[name]):.2f}), {ratio:.2f}x import torch (median of paired ratios); "
+            f"heavy packages loaded: {', '.join(loaded[name]) or 'none'}"
         )
     if args.csv:
         with open(args.csv, "w", newline="") as handle:
