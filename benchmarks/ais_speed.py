@@ -99,7 +99,7 @@ def matrix_product_floor(model, rows: int, gradients_per_image: int, repeats: in
 def child(args: argparse.Namespace) -> None:
     """One timed AIS run; prints a JSON line (seconds per image, per-example log p(x))."""
     import vaelik
-    from vaelik import make_estimator, make_proposal
+    from vaelik import make_estimator
 
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
@@ -107,7 +107,7 @@ def child(args: argparse.Namespace) -> None:
     settings = {"num_steps": args.steps} if args.steps else {}
     settings |= {"num_samples": args.chains} if args.chains else {}
     estimator = make_estimator("ais", **settings)
-    plan = estimator.bind(model, make_proposal("encoder"))
+    plan = vaelik.resolve(model, estimator)  # from the encoder, or where AIS's rule says
     index = torch.arange(len(x))
     estimator.log_weights(plan, x[:1], index[:1])  # warm-up
     start = time.perf_counter()

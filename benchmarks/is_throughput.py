@@ -157,14 +157,11 @@ def vaelik_estimate(model, x: torch.Tensor, num_samples: int, chunk_size: int | 
     """vaelik's IS estimate of ``x`` in batches, as ``vaelik-eval`` runs it: log p(x) ``[N]``
     and each estimate's Monte Carlo standard error (delta method: sqrt((1/ESS - 1) / K))."""
     from vaelik.inference.estimators import ImportanceSampling
-    from vaelik.inference.proposals import EncoderProposal
+    from vaelik.inference.plan import resolve
 
-    estimator = ImportanceSampling(num_samples=num_samples, chunk_size=chunk_size)
+    plan = resolve(model, ImportanceSampling(num_samples=num_samples, chunk_size=chunk_size))
     index = torch.arange(len(x))
-    parts = [
-        estimator(model, x[i : i + batch], index[i : i + batch], EncoderProposal())
-        for i in range(0, len(x), batch)
-    ]
+    parts = [plan.estimate(x[i : i + batch], index[i : i + batch]) for i in range(0, len(x), batch)]
     log_px = torch.cat([p.log_px for p in parts])
     ess = torch.cat([p.ess for p in parts])
     return log_px, ((1 / ess - 1) / num_samples).sqrt()

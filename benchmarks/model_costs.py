@@ -49,7 +49,7 @@ def build(overrides: list[str]):
 
 def measure(overrides: list[str], steps: int, k: int, examples: int) -> dict[str, float]:
     from vaelik.inference.estimators import ImportanceSampling
-    from vaelik.inference.proposals import EncoderProposal
+    from vaelik.inference.plan import resolve
 
     model, objective = build(overrides)
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
@@ -64,9 +64,9 @@ def measure(overrides: list[str], steps: int, k: int, examples: int) -> dict[str
         if step >= 2:
             times.append(time.perf_counter() - start)
     model.eval()
-    estimator = ImportanceSampling(num_samples=k)
+    plan = resolve(model, ImportanceSampling(num_samples=k))
     start = time.perf_counter()
-    estimate = estimator(model, x[:examples], torch.arange(examples), EncoderProposal())
+    estimate = plan.estimate(x[:examples], torch.arange(examples))
     seconds = time.perf_counter() - start
     return {
         "step_seconds": statistics.median(times),

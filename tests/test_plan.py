@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,7 +16,10 @@ import torch
 import vaelik
 from models import all_binary_images, tiny_bernoulli_vae
 from vaelik.errors import ConfigError, UnsupportedCombinationError
+from vaelik.evaluation.estimate import placed_on
+from vaelik.inference.ais import AnnealedImportanceSampling
 from vaelik.inference.plan import PLAN_FORMAT, resolve
+from vaelik.inference.quadrature import Quadrature
 
 
 @pytest.fixture(scope="module")
@@ -202,3 +207,77 @@ def test_a_plan_with_another_k_is_resolved_afresh(two_d):
     # a plan that accepted the rules keeps accepting them at another K
     accepting = resolve(two_d, "ais", "encoder", accept_rules=True, num_samples=4)
     assert accepting.with_num_samples(8).proposal.name == "prior"
+
+
+class Placed:
+    """A stand-in model on ``cuda:0`` that records where it is moved."""
+
+    def __init__(self) -> None:
+        self.moves: list[str] = []
+        self.device = torch.device("cuda", 0)
+
+    def parameters(self):
+        return iter([SimpleNamespace(device=self.device)])
+
+    def to(self, device):
+        self.moves.append(str(device))
+        self.device = torch.device(device)
+        return self
+
+
+def test_device_moves_the_model_for_the_call_and_back_after_it(three_d):
+    model = Placed()
+    with placed_on(model, torch.device("cpu")):
+        assert model.moves == ["cpu"]
+    assert model.moves == ["cpu", "cuda:0"]
+    with placed_on(model, torch.device("cuda")):  # this process's CUDA device: no move
+        pass
+    assert model.moves == ["cpu", "cuda:0"]
+    # a plan made without a device computes where the model is when it runs
+    assert resolve(three_d).execution.device is None
+    assert resolve(three_d, device="cpu").execution.device == torch.device("cpu")
+
+
+def test_defaulted_settings_are_values_too(three_d, two_d):
+    """An estimator built with its defaults and one built by name with the same settings are the
+    same plan; a setting written as 1 or True is one value."""
+    assert resolve(three_d, AnnealedImportanceSampling(num_samples=8)).digest == (
+        resolve(three_d, "ais", num_samples=8).digest
+    )
+    assert resolve(two_d, Quadrature()).digest == resolve(two_d, "quadrature").digest
+    assert resolve(two_d, Quadrature()).values()["settings"]["bound"] == Quadrature().bound
+    assert resolve(three_d, "ais", adapt_step_size=1).digest == resolve(three_d, "ais").digest
+    # an infinite setting is digested (never flag by the grid check), not an error
+    assert len(resolve(two_d, "quadrature", tolerance=math.inf).digest) == 64
+
+
+def test_ais_with_its_own_proposal_still_applies_its_start_rule(three_d):
+    ais = AnnealedImportanceSampling(
+        num_samples=4, prior_share=0.5, proposal=vaelik.make_proposal("student_t")
+    )
+    assert resolve(three_d, ais).proposal.name == "prior (2 of 4 chains) + student_t"
+
+
+def test_a_proposal_a_plan_cannot_record_is_named(three_d):
+    class Learned(vaelik.make_proposal("encoder").__class__):
+        name = "learned"
+
+        def __init__(self) -> None:
+            self.shift = torch.zeros(3)
+
+    with pytest.raises(ConfigError, match="'shift' of type Tensor"):
+        resolve(three_d, proposal=Learned())
+
+
+def test_bdmc_refuses_or_accepts_the_automatic_start_as_asked(two_d):
+    with pytest.raises(UnsupportedCombinationError, match="prior_share=0"):
+        vaelik.bdmc(two_d, num_examples=2, num_steps=[2], num_samples=2, proposal="student_t")
+    result = vaelik.bdmc(
+        two_d,
+        num_examples=2,
+        num_steps=[2],
+        num_samples=2,
+        proposal="student_t",
+        accept_rules=True,
+    )
+    assert result.rows[0]["start"] == "prior"

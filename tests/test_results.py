@@ -353,7 +353,7 @@ def test_the_table_s_ais_starts_refined_where_the_posterior_allows(overrides, us
     )
     model = build_model(cfg, "binary")
     _, proposal = table.ais_estimator(compose_config("results", ["checkpoints=[unused]"]))
-    plan = resolve(model, "importance", proposal, accept_rules=True)
+    plan = resolve(model, "importance", proposal, fallback_to_encoder=True)
     assert plan.proposal.name == used
     assert any("not refined" in choice.reason for choice in plan.choices) == (used == "encoder")
     if used == "encoder":  # asked for without accepting the rules: refused, not replaced

@@ -213,3 +213,31 @@ def test_loading_a_refused_state_into_the_callback_raises_and_restores_nothing(f
     assert callback.last_model_path == ""
     callback.load_state_dict(genuine_state(folder))
     assert callback.best_model_path == str(folder / "best.ckpt")
+
+
+@pytest.mark.parametrize("value", ["{folder}/best.ckpt", torch.zeros(3), [1, 2]])
+def test_tracked_checkpoints_that_are_not_a_mapping_are_refused(folders, value):
+    folder, _ = folders
+    if isinstance(value, str):
+        value = value.format(folder=folder)
+    state = {**genuine_state(folder), "best_k_models": value}
+    with pytest.raises(CheckpointError, match="ModelCheckpoint best_k_models"):
+        resumable_state(state, str(folder), "x.ckpt")
+
+
+def test_a_state_without_its_best_score_is_kept_with_none(folders):
+    folder, _ = folders
+    state = genuine_state(folder)
+    del state["best_model_score"]
+    kept = resumable_state(state, str(folder), "x.ckpt")
+    assert kept is not None and kept["best_model_score"] is None
+
+
+def test_resuming_with_lightning_s_own_checkpoint_class_is_refused(folders):
+    folder, _ = folders
+    theirs = LightningModelCheckpoint(dirpath=folder, monitor="val/elbo", mode="max")
+    states = {theirs.state_key: genuine_state(folder)}
+    with pytest.raises(CheckpointError, match="vaelik.training.checkpointing.ModelCheckpoint"):
+        check_resumable_states(states, [theirs], "x.ckpt")
+    ours = ModelCheckpoint(dirpath=folder, monitor="val/elbo", mode="max")
+    check_resumable_states({ours.state_key: genuine_state(folder)}, [ours], "x.ckpt")

@@ -88,15 +88,15 @@ def reporting_user_errors(
     return run
 
 
-def user_named(key: str) -> bool:
+def user_named(key: str, value: str | None = None) -> bool:
     """Whether the command line sets config key ``key`` or anything under it (``proposal=...``,
-    ``proposal.df=3``, ``+proposal.x=...``): what the user asked for, as opposed to a
-    default."""
+    ``proposal.df=3``, ``+proposal.x=...``), to ``value`` where one is given: what the user
+    asked for, as opposed to a default."""
     if not HydraConfig.initialized():
         return False
     for override in HydraConfig.get().overrides.task:
-        name = override.lstrip("+~").split("=", 1)[0]
-        if name == key or name.startswith(key + "."):
+        name, _, given = override.lstrip("+~").partition("=")
+        if (name == key or name.startswith(key + ".")) and value in (None, given):
             return True
     return False
 

@@ -32,6 +32,7 @@ def bdmc(cfg: DictConfig) -> list[dict[str, Any]]:
         num_steps=schedules,
         estimator=ais,
         proposal=proposal if user_named("proposal") else None,
+        accept_rules=user_named("ais.prior_share", "auto"),
         batch_size=cfg.batch_size,
         device=device,
         seed=cfg.seed,

@@ -12,6 +12,7 @@ from vaelik.evaluation.distributed import process_group, world
 from vaelik.evaluation.estimate import estimate
 from vaelik.evaluation.formatting import estimate_text, report_written
 from vaelik.evaluation.loading import load_model
+from vaelik.inference.ais import AUTO
 from vaelik.inference.choices import build
 from vaelik.inference.plan import pick_device, resolve
 from vaelik.subsets import example_indices
@@ -27,7 +28,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     # every choice made, and an impossible combination refused, before any work; a proposal
     # the command line names is never replaced by an automatic rule
     asked = proposal if user_named("proposal") else None
-    plan = resolve(model, estimator, asked, device=device, batch_size=cfg.batch_size)
+    rules = {"prior_share": AUTO} if user_named("estimator.prior_share", AUTO) else {}
+    plan = resolve(model, estimator, asked, device=device, batch_size=cfg.batch_size, **rules)
     print(f"plan: {plan.describe()}")
     dataset = datamodule.dataset(cfg.split)
     indices = example_indices(dataset, cfg.num_examples)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from vaelik.cli import run_hydra_app
 from vaelik.training.fit import train
@@ -41,8 +42,23 @@ def as_single_job_in_ddp_child(argv: list[str]) -> list[str]:
     return [argv[0], *record["overrides"], *launcher_args, f"hydra.run.dir={record['dir']}"]
 
 
+def name_run_from_hydra(cfg: DictConfig) -> None:
+    """Fill ``run_name`` (the job's overrides, or ``task_name``) and ``run_group`` (the sweep's
+    directory name in a multirun) when the config leaves them null, so that loggers such as
+    wandb name runs after what was varied and group a sweep's runs together."""
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    with open_dict(cfg):
+        if cfg.get("run_name") is None:
+            cfg.run_name = hydra_cfg.job.override_dirname or cfg.task_name
+        if cfg.get("run_group") is None and hydra_cfg.mode == RunMode.MULTIRUN:
+            cfg.run_group = Path(hydra_cfg.sweep.dir).name
+
+
 def _run(cfg: DictConfig) -> float | None:
     remember_job_for_ddp_children()
+    name_run_from_hydra(cfg)
     return train(cfg)
 
 

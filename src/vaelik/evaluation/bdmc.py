@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from vaelik.errors import ConfigError
-from vaelik.evaluation.estimate import ProposalChoice, evaluation_mode
+from vaelik.evaluation.estimate import ProposalChoice, evaluation_mode, placed_on
 from vaelik.inference.ais import AnnealedImportanceSampling
 from vaelik.inference.diagnostics import log_mean_exp
 from vaelik.inference.log_weights import check_positive
@@ -119,6 +119,7 @@ def bdmc(
     device: str | torch.device | None = None,
     seed: int = 0,
     progress: bool = False,
+    accept_rules: bool = False,
 ) -> BdmcResult:
     """Simulate ``num_examples`` pairs (z, x) from ``model`` and bound log p(x) from both sides
     with AIS of every schedule length in ``num_steps``.
@@ -129,6 +130,8 @@ def bdmc(
         proposal: where AIS starts (by name or as an object; default: the encoder, or the
             prior where AIS's automatic rule chooses it; see ``prior_share``).
         seed: of the simulation, and of the AIS streams.
+        accept_rules: let AIS's automatic start replace a ``proposal`` given here (see
+            :func:`vaelik.resolve`); the start used is in each row.
     """
     check_measurable(model)
     count = check_positive("num_examples", num_examples)
@@ -138,9 +141,12 @@ def bdmc(
     base = chosen_estimator(estimator or "ais", {"num_samples": num_samples, "seed": seed})
     if not isinstance(base, AnnealedImportanceSampling):
         raise ConfigError(f"BDMC runs AIS: give an AIS estimator, not {base.name}")
-    plans = [resolve(model, base.replace(num_steps=steps), proposal) for steps in schedules]
+    plans = [
+        resolve(model, base.replace(num_steps=steps), proposal, accept_rules=accept_rules)
+        for steps in schedules
+    ]
     where = pick_device(device, model)
-    with evaluation_mode(model):
+    with evaluation_mode(model), placed_on(model, where):
         z, x = simulate(model, count, seed, where)
         rows, columns = [], {"index": torch.arange(count)}
         for steps, plan in zip(schedules, plans, strict=True):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ from vaelik.inference.estimators import Estimate, LogWeightEstimator
 from vaelik.inference.plan import Plan, pick_device, resolve, with_execution
 from vaelik.inference.proposals import Proposal
 from vaelik.progress import example_progress
+
+log = logging.getLogger(__name__)
 
 #: examples per call when neither the call nor a DataLoader says
 DEFAULT_BATCH = 100
@@ -143,6 +146,37 @@ def evaluation_mode(model: Any) -> Iterator[None]:
             model.train(was_training)
 
 
+@contextlib.contextmanager
+def placed_on(model: Any, device: torch.device) -> Iterator[None]:
+    """``model`` on ``device`` within the block, and back where it was after it: ``device=``
+    computes there whatever device the model is on (said in the log at INFO level). A model
+    without parameters, or already there, is left alone."""
+    parameters = getattr(model, "parameters", None)
+    first = next(iter(parameters()), None) if callable(parameters) else None
+    here = None if first is None else first.device
+    if here is None or same_device(here, device) or not callable(getattr(model, "to", None)):
+        yield
+        return
+    log.info("moving the model from %s to %s for this estimate, and back after it", here, device)
+    model.to(device)
+    try:
+        yield
+    finally:
+        model.to(here)
+
+
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """Whether ``a`` and ``b`` are one device (``cuda`` is this process's current CUDA device)."""
+    if a.type != b.type:
+        return False
+    if a.type != "cuda" or a.index == b.index:
+        return True
+    current = torch.cuda.current_device() if torch.cuda.is_available() else 0
+    return (a.index if a.index is not None else current) == (
+        b.index if b.index is not None else current
+    )
+
+
 def visit_batches(
     model: Any,
     examples: Examples,
@@ -151,13 +185,14 @@ def visit_batches(
     label: str = "log p(x)",
 ) -> None:
     """Call ``visit(x [b, ...], index [b])`` on this process's share of ``examples``, batch by
-    batch, with the model in eval mode and, with ``progress``, a bar over examples on the first
-    process."""
+    batch, with the model in eval mode on ``examples.device`` (:func:`placed_on`) and, with
+    ``progress``, a bar over examples on the first process."""
     rank, size = world()
     local = shard(examples.indices)
     loader = DataLoader(Subset(examples.dataset, local), batch_size=examples.batch_size)
     with (
         evaluation_mode(model),
+        placed_on(model, examples.device),
         example_progress(len(local), label + share_note(size), progress and rank == 0) as advance,
     ):
         for x, index in loader:
@@ -201,7 +236,8 @@ def estimate(
             never changes the numbers.
         examples: all (None), that many spread evenly over the data, or these indices.
         device: where to compute (default: the plan's, else the model's parameters' device;
-            ``auto``: CUDA when available). The model must already be there.
+            ``auto``: CUDA when available). The data and the model are moved there for the call
+            (the model back after it; logged at INFO level).
         seed: the seed mixed into every example's stream key (default: the estimator's, 0).
         progress: a progress bar over examples on standard error.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -17,21 +17,22 @@ from vaelik.metrics import bits_per_dim, mean_and_stderr
 OPTIONAL_CHECKS = ("mc_stderr", "grid_error")
 
 
-@dataclass
-class PerExampleResults:
-    """Estimates for N examples, each ``[N]``: dataset index, log p(x) (nats), its Monte Carlo
-    standard error (NaN for K = 1 or a grid rule), normalised ESS,
-    variance of log w, PSIS k-hat (NaN where K is too small to fit it, or for a grid rule), and
-    a grid rule's error check (NaN for sampling estimators)."""
+def columns() -> list[str]:
+    """The per-example columns, in the order of ``per_example.csv``: ``index``, then those of
+    :class:`~vaelik.inference.estimators.Estimate`."""
+    return ["index", *(f.name for f in fields(Estimate))]
 
-    index: torch.Tensor
-    log_px: torch.Tensor
-    mc_stderr: torch.Tensor
-    ess: torch.Tensor
-    log_weight_var: torch.Tensor
-    khat: torch.Tensor
-    grid_error: torch.Tensor
-    flagged: torch.Tensor
+
+@dataclass
+class PerExampleResults(Estimate):
+    """Estimates for N examples: the per-example columns of :class:`~vaelik.inference.
+    estimators.Estimate` (the one definition of the per-example schema: log p(x) in nats, its
+    Monte Carlo standard error, normalised ESS, variance of log w, PSIS k-hat, a grid rule's
+    error check, the flag), each ``[N]``, with each example's dataset ``index [N]``, which keys
+    its random stream. ``per_example.csv`` has these columns, ``index`` first
+    (:func:`columns`)."""
+
+    index: torch.Tensor = field(kw_only=True)
 
     @classmethod
     def concatenate(cls, parts: Sequence[tuple[torch.Tensor, Estimate]]) -> PerExampleResults:
@@ -39,7 +40,7 @@ class PerExampleResults:
         columns = {f.name: [getattr(e, f.name).cpu() for _, e in parts] for f in fields(Estimate)}
         if not parts:
             empty = torch.empty(0, dtype=torch.float64)
-            return cls(torch.empty(0, dtype=torch.long), *[empty] * len(fields(Estimate)))
+            return cls(*[empty] * len(fields(Estimate)), index=torch.empty(0, dtype=torch.long))
         return cls(
             index=torch.cat([i.cpu() for i, _ in parts]).long(),
             **{name: torch.cat(values) for name, values in columns.items()},
@@ -92,13 +93,13 @@ class PerExampleResults:
     def to_numpy(self) -> dict[str, np.ndarray]:
         """Every column as a numpy array ``[N]``, in index order."""
         order = torch.argsort(self.index)
-        return {f.name: getattr(self, f.name)[order].numpy() for f in fields(self)}
+        return {name: getattr(self, name)[order].numpy() for name in columns()}
 
     def rows(self) -> list[dict[str, float | int]]:
         """One dict per example, in index order, for a per-example table (without the columns
         of checks that no example has)."""
         order = torch.argsort(self.index)
-        names = [f.name for f in fields(self)]
+        names = columns()
         for name in OPTIONAL_CHECKS:
             if torch.isnan(getattr(self, name)).all():
                 names.remove(name)

@@ -134,7 +134,14 @@ def measure(name: str, path: Path, cfg: DictConfig) -> dict[str, Any]:
     importance_plan = resolve(model, importance, proposal, batch_size=cfg.batch_size)
     # the automatic rules may choose where AIS starts (a refined proposal gives way to the
     # encoder where it cannot refine the guide): said here, and in the ais_start column
-    ais_plan = resolve(model, ais, ais_proposal, batch_size=cfg.batch_size, accept_rules=True)
+    ais_plan = resolve(
+        model,
+        ais,
+        ais_proposal,
+        batch_size=cfg.batch_size,
+        accept_rules=True,
+        fallback_to_encoder=True,
+    )
     for choice in ais_plan.choices:
         print(f"{name}: AIS {choice.text()}", file=sys.stderr)
     ais_start = ais_plan.proposal

@@ -179,7 +179,7 @@ class AnnealedImportanceSampling(LogWeightEstimator):
         self.betas = annealing_schedule(self.num_steps, schedule)
         self.step_size = float(step_size)
         self.target_accept = float(target_accept)
-        self.adapt_step_size = adapt_step_size
+        self.adapt_step_size = bool(adapt_step_size)
 
     def log_weights(self, plan: Plan, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """AIS log-weights ``[K, B]`` in float64 (the prior's chains first, if any)."""

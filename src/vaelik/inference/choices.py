@@ -14,7 +14,7 @@ from typing import Any
 
 from vaelik.errors import ConfigError, SettingError, user_error_in
 from vaelik.inference.estimators import LogWeightEstimator
-from vaelik.inference.proposals import Proposal
+from vaelik.inference.proposals import Proposal, is_plain
 from vaelik.options import config_tree, option_config, option_names
 
 
@@ -67,13 +67,6 @@ def construct(node: Any, **objects: Any) -> Any:
     if isinstance(node, list):
         return [construct(item) for item in node]
     return node
-
-
-def is_plain(value: Any) -> bool:
-    """Whether ``value`` can be stored in a config (else it is passed to the constructor)."""
-    if isinstance(value, list | tuple):
-        return all(is_plain(item) for item in value)
-    return value is None or isinstance(value, bool | int | float | str)
 
 
 def make_estimator(name: str, /, **settings: Any) -> LogWeightEstimator:

@@ -125,7 +125,9 @@ class LogWeightEstimator:
         def init_then_freeze(self, *args: Any, **settings: Any) -> None:
             init(self, *args, **settings)
             if type(self).__init__ is init_then_freeze:  # the outermost constructor only
-                arguments = inspect.signature(init).bind(self, *args, **settings).arguments
+                bound = inspect.signature(init).bind(self, *args, **settings)
+                bound.apply_defaults()  # a default is a setting as much as a given value
+                arguments = bound.arguments
                 arguments.pop("self")
                 object.__setattr__(self, "_arguments", dict(arguments))
                 object.__setattr__(self, "_frozen", True)
@@ -141,7 +143,8 @@ class LogWeightEstimator:
         super().__setattr__(name, value)
 
     def settings(self) -> dict[str, Any]:
-        """The settings this estimator was built with (its constructor's arguments)."""
+        """The settings this estimator was built with: every argument of its constructor, the
+        defaulted ones included."""
         return dict(self.__dict__["_arguments"])
 
     def takes(self, setting: str) -> bool:

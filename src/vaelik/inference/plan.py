@@ -27,8 +27,8 @@ The rules, all here:
   a command whose proposal came from its config's defaults) or asks for AIS's rule by name
   (``prior_share="auto"``). Either way the choice is reported;
 - a refined proposal asked for with a model whose posterior it cannot refine (an IAF or
-  hierarchical guide) is refused, or, where the caller accepts the rules, gives way to the
-  encoder;
+  hierarchical guide) is refused, or, where the caller asks for it (``fallback_to_encoder``),
+  gives way to the encoder;
 - quadrature's K is ``points^L``, for L of at most :data:`MAX_GRID_DIM` dimensions.
 """
 
@@ -87,7 +87,8 @@ class Choice:
 
 @dataclass(frozen=True)
 class Execution:
-    """How a plan runs, which never changes its values: the device (None: the model's), the
+    """How a plan runs, which never changes its values: the device (None: the model's, when the
+    plan runs), the
     (draw, example) pairs per pass (None: by device), the examples per call (None: the data
     loader's, else 100)."""
 
@@ -122,8 +123,8 @@ class Plan:
             reductions over K run in float64 whatever it is).
         choices: the automatic choices made, with their reasons.
         execution: device, chunk size and batch size: never a value's business.
-        accept_rules: whether the automatic rules could replace ``requested`` (see
-            :func:`resolve`), kept for :meth:`with_num_samples`.
+        accept_rules, fallback_to_encoder: what :func:`resolve` was allowed to replace, kept
+            for :meth:`with_num_samples`.
     """
 
     estimator: LogWeightEstimator
@@ -136,6 +137,7 @@ class Plan:
     choices: tuple[Choice, ...] = ()
     execution: Execution = field(default_factory=Execution)
     accept_rules: bool = True
+    fallback_to_encoder: bool = False
 
     # -- what the numbers are made of --------------------------------------------------------
 
@@ -156,8 +158,9 @@ class Plan:
     @property
     def digest(self) -> str:
         """sha256 (hex) of :meth:`values` as canonical JSON: sorted keys, no spaces, floats
-        as Python writes them (the shortest text that reads back to the same double)."""
-        text = json.dumps(self.values(), sort_keys=True, separators=(",", ":"), allow_nan=False)
+        as Python writes them (the shortest text that reads back to the same double; an
+        infinite setting as ``Infinity``)."""
+        text = json.dumps(self.values(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
@@ -219,6 +222,7 @@ class Plan:
             device=self.execution.device,
             batch_size=self.execution.batch_size,
             accept_rules=self.accept_rules,
+            fallback_to_encoder=self.fallback_to_encoder,
         )
 
     def pairs_per_pass(self, device: torch.device) -> int:
@@ -386,6 +390,7 @@ def resolve(
     device: str | torch.device | None = None,
     batch_size: int | None = None,
     accept_rules: bool = False,
+    fallback_to_encoder: bool = False,
     **settings: Any,
 ) -> Plan:
     """Decide every setting of an estimate of log p(x) under ``model``, once.
@@ -408,6 +413,9 @@ def resolve(
         accept_rules: let the automatic rules replace a proposal given here (the choice is
             still reported in the plan): for comparisons across proposals, and for commands
             whose proposal is their config's default rather than the user's.
+        fallback_to_encoder: a refined proposal that cannot refine this model's guide (an IAF
+            or hierarchical one) gives way to the encoder, reported, instead of being refused
+            (a results table measuring several models the same way).
         **settings: the estimator's other settings (``num_steps=100``, ``chunk_size=...``,
             ``prior_share="auto"``).
 
@@ -427,27 +435,29 @@ def resolve(
     chosen = chosen_estimator(estimator, {**settings, "num_samples": num_samples, "seed": seed})
     requested = chosen_proposal(proposal if proposal is not None else "encoder")
     choices: tuple[Choice, ...] = ()
-    if accept_rules and isinstance(requested, RefinedProposal):
-        requested, choices = refinable_or_encoder(requested, model)
+    base = requested
+    if fallback_to_encoder and isinstance(requested, RefinedProposal):
+        base, choices = refinable_or_encoder(requested, model)
     if chosen.proposal is not None:  # the estimator draws from its own distribution
-        used = chosen.proposal
-        if proposal is not None and used.record() != requested.record():
-            reason = f"estimator={chosen.name} draws from {used.name}"
+        base = chosen.proposal
+        if proposal is not None and base.record() != requested.record():
+            reason = f"estimator={chosen.name} draws from {base.name}"
             if strict:
                 raise UnsupportedCombinationError(
                     f"{reason}, so proposal={requested.name} would not be used: use "
                     f"estimator=importance proposal={requested.name}, or leave the proposal out"
                 )
-            choices = (Choice("proposal", used.name, reason),)
-    elif isinstance(chosen, AnnealedImportanceSampling):
-        used, start = ais_start(chosen, model, requested, strict)
+            choices += (Choice("proposal", base.name, reason),)
+    if isinstance(chosen, AnnealedImportanceSampling):
+        used, start = ais_start(chosen, model, base, strict and chosen.proposal is None)
         choices += start
     else:
-        used = requested
+        used = base
     k = grid_cells(chosen, model) if isinstance(chosen, Quadrature) else chosen.num_samples
     used.check(model, needs_log_prob=chosen.needs_log_prob)
-    execution = Execution(pick_device(device, model), chosen.chunk_size, batch_size)
-    return Plan(
+    where = None if device is None else pick_device(device, model)  # None: the model's, then
+    execution = Execution(where, chosen.chunk_size, batch_size)
+    plan = Plan(
         estimator=chosen,
         model=model,
         requested=requested,
@@ -458,7 +468,10 @@ def resolve(
         choices=choices,
         execution=execution,
         accept_rules=not strict,
+        fallback_to_encoder=fallback_to_encoder,
     )
+    plan.digest  # noqa: B018 - every value recordable, checked now rather than in a report
+    return plan
 
 
 def with_execution(plan: Plan, **changes: Any) -> Plan:

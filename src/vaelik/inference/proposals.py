@@ -17,11 +17,18 @@ from typing import Any
 import torch
 from torch.distributions import Independent, StudentT
 
-from vaelik.errors import SettingError, UnsupportedCombinationError
+from vaelik.errors import ConfigError, SettingError, UnsupportedCombinationError
 from vaelik.inference.streams import Draws
 from vaelik.models.contract import can_score, posterior_name
 from vaelik.models.guides import Posterior, gaussian_log_prob
 from vaelik.options import option_defaults
+
+
+def is_plain(value: Any) -> bool:
+    """A number, a text, None, or a list or tuple of them: what a plan records as it is."""
+    if isinstance(value, list | tuple):
+        return all(is_plain(item) for item in value)
+    return value is None or isinstance(value, bool | int | float | str)
 
 
 class Proposal:
@@ -33,12 +40,17 @@ class Proposal:
 
     def settings(self) -> dict[str, Any]:
         """The settings that shape this distribution (``df``, ``scale``, ...): the instance's
-        plain attributes."""
-        return {
-            key: value
-            for key, value in vars(self).items()
-            if isinstance(value, bool | int | float | str)
-        }
+        attributes, which must be plain values (numbers, text, lists of them) for a plan to
+        record them. A proposal holding anything else (a tensor, a network) overrides this
+        method with the plain values that determine what it draws."""
+        for key, value in vars(self).items():
+            if not is_plain(value):
+                raise ConfigError(
+                    f"proposal {self.name!r} holds {key!r} of type {type(value).__name__}, which "
+                    "a plan cannot record: give its class a settings() method returning the "
+                    "plain values that determine its draws"
+                )
+        return dict(vars(self))
 
     def record(self) -> dict[str, Any]:
         """``{"name": ..., "settings": {...}}``: how a plan records this proposal."""

@@ -124,8 +124,8 @@ class Quadrature(LogWeightEstimator):
         self.points = check_positive("points", points)
         if self.points < 4 or self.points % 2:
             raise SettingError("points", f"must be even and >= 4, got {points}")
-        if not bound > 0:
-            raise SettingError("bound", f"must be > 0, got {bound}")
+        if not 0 < bound < math.inf:
+            raise SettingError("bound", f"must be a finite number > 0, got {bound}")
         if not tolerance > 0:
             raise SettingError("tolerance", f"must be > 0 nats, got {tolerance}")
         self.bound = float(bound)

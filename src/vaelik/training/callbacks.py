@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -13,6 +14,8 @@ from vaelik.evaluation.estimate import estimate
 from vaelik.inference.plan import Plan, resolve
 from vaelik.subsets import example_indices
 from vaelik.training.images import image_grid, log_figure_file, log_grid, log_histograms
+
+log = logging.getLogger(__name__)
 
 
 def _last_epoch(trainer: pl.Trainer) -> bool:
@@ -82,8 +85,11 @@ class LogLikelihoodCallback(pl.Callback):
         self.plan: Plan | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        # an impossible choice fails now; the per-epoch estimate takes the automatic rules
+        # an impossible choice fails now; the per-epoch estimate takes AIS's automatic start
+        # (the run's proposal is the config's, usually its default), and says what it chose
         self.plan = resolve(pl_module.model, self.estimator, self.proposal, accept_rules=True)
+        if trainer.is_global_zero:
+            log.info("per-epoch log p(x): %s", self.plan.describe())
 
     def plotted_ks(self) -> list[int]:
         """The K values of ``convergence.png``: ``convergence_ks`` and this callback's own K (so

@@ -140,14 +140,17 @@ def stored_paths(state: Mapping[str, Any]) -> Iterable[tuple[str, Any]]:
     """``(field, value)`` for every path a ModelCheckpoint state names (empty ones left out)."""
     for field in PATH_FIELDS:
         value = state.get(field)
-        if value not in (None, ""):
+        if not (value is None or (isinstance(value, str) and not value)):
             yield field, value
-    best = state.get("best_k_models") or {}
-    if not isinstance(best, Mapping):
-        yield "best_k_models", best
-        return
-    for value in best:
+    for value in tracked(state):
         yield "best_k_models", value
+
+
+def tracked(state: Mapping[str, Any]) -> Mapping[Any, Any]:
+    """``best_k_models`` of a ModelCheckpoint state (checked to be a mapping: :func:`check_state`),
+    empty where it is missing."""
+    best = state.get("best_k_models")
+    return {} if best is None else best
 
 
 def resumable_state(
@@ -174,10 +177,10 @@ def resumable_state(
         return str(candidate) if candidate.is_file() else None
 
     best = {}
-    for path, score in (state.get("best_k_models") or {}).items():
+    for path, score in tracked(state).items():
         if (found := rebuilt(path)) is not None:
             best[found] = score
-    kept = {**state, "dirpath": str(dirpath), "best_k_models": best}
+    kept = {"best_model_score": None, **state, "dirpath": str(dirpath), "best_k_models": best}
     for field, score_field in PATH_AND_SCORE:
         path = rebuilt(state[field]) if state.get(field) else None
         kept[field] = path or ""
@@ -209,6 +212,9 @@ def check_state(state: Any, dirpath: str | os.PathLike | None, source: str) -> s
     stored = state.get("dirpath")
     if stored is not None and (not isinstance(stored, str) or not is_plain_path(stored)):
         raise refused(source, "dirpath", stored, "a plain folder path")
+    best = state.get("best_k_models")
+    if best is not None and not isinstance(best, Mapping):
+        raise refused(source, "best_k_models", best, "a mapping of checkpoint files to scores")
     own_folder = stored if stored is not None else (None if dirpath is None else str(dirpath))
     for field, value in stored_paths(state):
         if not isinstance(value, str) or own_folder is None:
@@ -216,7 +222,7 @@ def check_state(state: Any, dirpath: str | os.PathLike | None, source: str) -> s
         if plain_path_inside(value, own_folder) is None:
             raise refused(source, field, value, f"a file path inside {own_folder}")
     scores = [(field, state.get(field)) for field in SCORE_FIELDS]
-    scores += [("best_k_models", score) for score in (state.get("best_k_models") or {}).values()]
+    scores += [("best_k_models", score) for score in tracked(state).values()]
     for field, score in scores:
         if not is_score(score):
             raise refused(source, field, score, "a score (a number or a one-value tensor)")
@@ -251,5 +257,15 @@ def check_resumable_states(states: Any, callbacks: Iterable[Callback], source: s
             "run, or start a new run."
         )
     for callback in callbacks:
-        if isinstance(callback, LightningModelCheckpoint) and callback.state_key in states:
+        if not isinstance(callback, LightningModelCheckpoint):
+            continue
+        if callback.state_key in states and not isinstance(callback, ModelCheckpoint):
+            raise CheckpointError(
+                f"resuming {source} with {type(callback).__module__}.{type(callback).__name__} "
+                "is refused: that class restores the paths a checkpoint names and later deletes "
+                "them. Use vaelik.training.checkpointing.ModelCheckpoint as "
+                "callbacks.model_checkpoint._target_ (the default), which takes no path from a "
+                "checkpoint."
+            )
+        if callback.state_key in states:
             resumable_state(states[callback.state_key], callback.dirpath, source)

@@ -12,11 +12,9 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Timer
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from vaelik.checkpoint import load_weights, read_checkpoint
 from vaelik.errors import SettingError
@@ -34,13 +32,14 @@ log = logging.getLogger(__name__)
 
 def train(cfg: DictConfig) -> float | None:
     """Fit the model of ``cfg``; return the final value of ``cfg.optimized_metric`` (for sweepers).
+    ``cfg`` is a composed config; this module reads nothing of Hydra's run (the command names
+    the run, :func:`vaelik.cli.train.name_run_from_hydra`).
 
     The run directory ``cfg.paths.output_dir`` receives ``config.yaml`` (resolved),
     ``checkpoints/`` (``last.ckpt`` and the best by ``val/elbo``), ``samples.png``,
     ``reconstructions.png``, the loggers' files and ``metrics.json`` (final metrics).
     """
     output_dir = Path(cfg.paths.output_dir)
-    name_run_from_hydra(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
 
     quiet_lightning_tips()
@@ -199,20 +198,6 @@ def build_all(nodes: DictConfig | None) -> list[Any]:
             continue
         built.append(instantiate(node))
     return built
-
-
-def name_run_from_hydra(cfg: DictConfig) -> None:
-    """Fill ``run_name`` (the job's overrides, or ``task_name``) and ``run_group`` (the sweep's
-    directory name in a multirun) when the config leaves them null, so that loggers such as
-    wandb name runs after what was varied and group a sweep's runs together."""
-    if not HydraConfig.initialized():
-        return
-    hydra_cfg = HydraConfig.get()
-    with open_dict(cfg):
-        if cfg.get("run_name") is None:
-            cfg.run_name = hydra_cfg.job.override_dirname or cfg.task_name
-        if cfg.get("run_group") is None and hydra_cfg.mode == RunMode.MULTIRUN:
-            cfg.run_group = Path(hydra_cfg.sweep.dir).name
 
 
 def finish_loggers(loggers: list, succeeded: bool) -> None:
