@@ -15,21 +15,18 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from vaelik.errors import ConfigError, SettingError
-from vaelik.inference.estimators import LogWeightEstimator
+from vaelik.inference.estimators import LogWeightEstimator, ResolvedPlan
 from vaelik.inference.joint_gradient import JointGradient, gradient_of
 from vaelik.inference.log_weights import BatchChunk, batch_chunks, check_finite, check_positive
 from vaelik.inference.proposals import Proposal
 from vaelik.inference.streams import Draws, substream_keys
 from vaelik.models.frozen import frozen
 from vaelik.options import option_defaults
-
-if TYPE_CHECKING:
-    from vaelik.inference.plan import Plan
 
 SCHEDULES = ("sigmoid", "linear")
 #: ``prior_share: auto``: the start is chosen by :func:`vaelik.inference.plan.ais_start`
@@ -181,12 +178,12 @@ class AnnealedImportanceSampling(LogWeightEstimator):
         self.target_accept = float(target_accept)
         self.adapt_step_size = bool(adapt_step_size)
 
-    def log_weights(self, plan: Plan, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    def log_weights(self, plan: ResolvedPlan, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """AIS log-weights ``[K, B]`` in float64 (the prior's chains first, if any)."""
         return self._run_chains(plan, x, index, z_exact=None)
 
     def reverse_log_weights(
-        self, plan: Plan, x: torch.Tensor, index: torch.Tensor, z_exact: torch.Tensor
+        self, plan: ResolvedPlan, x: torch.Tensor, index: torch.Tensor, z_exact: torch.Tensor
     ) -> torch.Tensor:
         """Reverse AIS (Grosse, Ghahramani & Adams 2015) log-weights ``[K, B]`` (float64).
 
@@ -202,7 +199,7 @@ class AnnealedImportanceSampling(LogWeightEstimator):
 
     def _run_chains(
         self,
-        plan: Plan,
+        plan: ResolvedPlan,
         x: torch.Tensor,
         index: torch.Tensor,
         z_exact: torch.Tensor | None,

@@ -15,7 +15,7 @@ import functools
 import inspect
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
@@ -35,8 +35,20 @@ from vaelik.inference.log_weights import (
 from vaelik.inference.proposals import Proposal
 from vaelik.options import option_defaults
 
-if TYPE_CHECKING:
-    from vaelik.inference.plan import Plan
+
+class ResolvedPlan(Protocol):
+    """What an estimator reads of the plan it computes for (:class:`vaelik.inference.plan.Plan`,
+    made by :func:`vaelik.resolve`): the model, the proposal the draws really come from, and K,
+    the number of log-weights per example (read-only, as a frozen plan holds them)."""
+
+    @property
+    def model(self) -> Any: ...
+
+    @property
+    def proposal(self) -> Proposal: ...
+
+    @property
+    def num_samples(self) -> int: ...
 
 
 def monte_carlo_stderr(ess: torch.Tensor, num_samples: int) -> torch.Tensor:
@@ -170,12 +182,12 @@ class LogWeightEstimator:
         (:func:`~vaelik.inference.log_weights.default_chunk_size`)."""
         return default_chunk_size(device) if self.chunk_size is None else self.chunk_size
 
-    def log_weights(self, plan: Plan, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    def log_weights(self, plan: ResolvedPlan, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """Log-weights ``[K, B]`` (float64) of the examples ``x [B, ...]`` with dataset indices
         ``index [B]`` (the keys of their random streams)."""
         raise NotImplementedError
 
-    def estimate(self, plan: Plan, x: torch.Tensor, index: torch.Tensor) -> Estimate:
+    def estimate(self, plan: ResolvedPlan, x: torch.Tensor, index: torch.Tensor) -> Estimate:
         """Per-example estimates of ``x`` from their log-weights."""
         return Estimate.from_log_weights(self.log_weights(plan, x, index))
 
@@ -215,7 +227,7 @@ class ImportanceSampling(LogWeightEstimator):
     ) -> None:
         super().__init__(num_samples, chunk_size, seed, name, proposal)
 
-    def log_weights(self, plan: Plan, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    def log_weights(self, plan: ResolvedPlan, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """Log-weights ``[K, B]`` in float64."""
         return importance_log_weights(
             plan.model,

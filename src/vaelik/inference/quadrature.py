@@ -31,19 +31,16 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from vaelik.errors import SettingError
 from vaelik.inference.diagnostics import log_mean_exp, log_weight_variance, normalized_ess
-from vaelik.inference.estimators import Estimate, LogWeightEstimator
+from vaelik.inference.estimators import Estimate, LogWeightEstimator, ResolvedPlan
 from vaelik.inference.log_weights import check_finite, check_positive
 from vaelik.inference.proposals import Proposal
 from vaelik.options import option_defaults
-
-if TYPE_CHECKING:
-    from vaelik.inference.plan import Plan
 
 _QUADRATURE = option_defaults("estimator", "quadrature")
 
@@ -132,7 +129,7 @@ class Quadrature(LogWeightEstimator):
         self.tolerance = float(tolerance)
         super().__init__(self.points, chunk_size, seed, name, UniformBox(self.bound))
 
-    def log_weights(self, plan: Plan, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    def log_weights(self, plan: ResolvedPlan, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """log p(x, z_j) + L log 2b at every cell centre: ``[G, B]`` float64."""
         model = plan.model
         dims = model.latent_dim
@@ -156,7 +153,7 @@ class Quadrature(LogWeightEstimator):
         ring_share = torch.exp(torch.logsumexp(log_w[ring.to(log_w.device)], dim=0) - full)
         return (full - coarse).abs() + ring_share
 
-    def estimate(self, plan: Plan, x: torch.Tensor, index: torch.Tensor) -> Estimate:
+    def estimate(self, plan: ResolvedPlan, x: torch.Tensor, index: torch.Tensor) -> Estimate:
         log_w = self.log_weights(plan, x, index)
         log_px = log_mean_exp(log_w)
         grid_error = self.grid_error(log_w, plan.model.latent_dim)
