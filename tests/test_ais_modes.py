@@ -81,8 +81,8 @@ def test_chains_from_the_prior_recover_the_exact_value(two_modes):
     """Half of 32 chains from the prior: right on average, never 1 nat off, and the chains now
     disagree (low ESS) where the encoder's alone agreed on a wrong value."""
     model, x, index, exact = two_modes
-    estimate = ais(prior_share=0.5, num_samples=32, num_steps=500)(
-        model, x, index, EncoderProposal()
+    estimate = estimate_with(
+        ais(prior_share=0.5, num_samples=32, num_steps=500), model, x, index, EncoderProposal()
     )
     error = estimate.log_px - exact
     assert abs(error.mean()) < 0.25 and error.abs().max() < 1.0, error
