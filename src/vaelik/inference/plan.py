@@ -202,12 +202,13 @@ class Plan:
 
     def report(self) -> dict[str, Any]:
         """The names, K and plan every summary carries."""
+        plan = self.to_dict()
         return {
             "estimator": self.estimator_name,
             "proposal": self.proposal_name,
             "num_samples": self.num_samples,
-            "plan_digest": self.digest,
-            "plan": self.to_dict(),
+            "plan_digest": plan["digest"],
+            "plan": plan,
         }
 
     # -- running it --------------------------------------------------------------------------
@@ -224,10 +225,6 @@ class Plan:
             accept_rules=self.accept_rules,
             fallback_to_encoder=self.fallback_to_encoder,
         )
-
-    def pairs_per_pass(self, device: torch.device) -> int:
-        """(draw, example) pairs per model pass on ``device``."""
-        return self.estimator.pairs_per_pass(device)
 
     def log_weights(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """Log-weights ``[K, B]`` (float64) of ``x [B, ...]`` with dataset indices ``index``."""
@@ -247,16 +244,16 @@ def value_settings(plan: Plan) -> dict[str, Any]:
         if key not in EXECUTION_SETTINGS + RECORDED_APART
     }
     if isinstance(plan.estimator, AnnealedImportanceSampling):
-        settings["prior_share"] = start_share(plan.proposal, plan.num_samples)
+        settings["prior_share"] = start_share(plan.proposal)
     return settings
 
 
-def start_share(start: Proposal, num_chains: int) -> float:
+def start_share(start: Proposal) -> float:
     """The share of AIS's chains that start from the prior, for its start distribution."""
     if isinstance(start, PriorProposal):
         return 1.0
     if isinstance(start, StratifiedStart):
-        return start.prior_chains / num_chains
+        return start.share
     return 0.0
 
 
