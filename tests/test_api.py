@@ -21,11 +21,11 @@ from vaelik.cli import bdmc as bdmc_cli
 from vaelik.cli import evaluate as evaluate_cli
 from vaelik.cli import results as results_cli
 from vaelik.errors import ConfigError, SettingError
-from vaelik.evaluation.trusted_config import check_trusted_config
 from vaelik.inference.ais import AnnealedImportanceSampling
 from vaelik.inference.estimators import ImportanceSampling
 from vaelik.inference.proposals import EncoderProposal
 from vaelik.models.contract import MeasurableModel, ModelContractError
+from vaelik.models.trusted_config import check_trusted_config
 from vaelik.options import option_config, option_defaults, option_names
 
 SRC = Path(vaelik.__file__).parent

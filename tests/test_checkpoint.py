@@ -11,8 +11,8 @@ from omegaconf import OmegaConf
 from conftest import compose_config
 from vaelik.checkpoint import CONFIG_KEY, CheckpointError, load_weights, read_checkpoint
 from vaelik.errors import ConfigError, DataNotFoundError
-from vaelik.evaluation.loading import model_from_checkpoint
 from vaelik.models.factory import build_model
+from vaelik.models.restore import model_from_checkpoint
 
 
 @pytest.fixture
@@ -117,7 +117,7 @@ def test_a_checkpoint_config_with_an_interpolation_is_refused(saved, tmp_path):
 
 def test_the_projects_own_checkpoints_pass_the_allow_list(saved):
     path, model, _ = saved
-    rebuilt, _, _ = model_from_checkpoint(path)
+    rebuilt = model_from_checkpoint(path).model
     z = torch.randn(5, 3)
     torch.testing.assert_close(rebuilt.decode(z).mean, model.decode(z).mean, rtol=0, atol=0)
 
@@ -160,7 +160,7 @@ def write_crafted(path, config, change) -> None:
     ids=lambda source: source["_target_"].rsplit(".", 1)[1],
 )
 def test_a_checkpoint_never_chooses_where_vaelik_writes_or_what_it_downloads(
-    saved, tmp_path, capsys, source
+    saved, tmp_path, source
 ):
     """A stored data folder, download switch and mirror URL: the folder is only read (here it
     does not exist, so the data is missing), the switch and URL are ignored and named, and
@@ -177,8 +177,10 @@ def test_a_checkpoint_never_chooses_where_vaelik_writes_or_what_it_downloads(
         **({"base_url": mirror.as_uri()} if "Binarized" in source["_target_"] else {}),
     }
     write_crafted(path, config, lambda crafted: crafted["data"].update(source=stored))
-    _, datamodule, _ = model_from_checkpoint(path)
-    assert "ignored the checkpoint's data.source.download=True" in capsys.readouterr().err
+    restored = model_from_checkpoint(path)
+    datamodule = restored.datamodule
+    assert "data.source.download=True" in restored.ignored
+    assert "ignored the checkpoint's data.source.download=True" in restored.ignored_text()
     with pytest.raises(DataNotFoundError, match="downloading is off"):
         datamodule.dataset("test")
     assert not marker.exists()

@@ -19,8 +19,8 @@ import pytest
 from conftest import run_cli
 from vaelik.cli import train
 from vaelik.evaluation.estimate import estimate
-from vaelik.evaluation.loading import model_from_checkpoint
 from vaelik.inference.estimators import ImportanceSampling
+from vaelik.models.restore import model_from_checkpoint
 
 BEFORE_REFACTOR = {
     "val/elbo": -250.9185791015625,
@@ -47,7 +47,8 @@ RUN = [
 def test_default_model_gives_the_same_elbo_and_log_px_as_before_the_refactor(tmp_path, monkeypatch):
     run_cli(train.main, [*RUN, f"hydra.run.dir={tmp_path}"], monkeypatch)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    model, datamodule, _ = model_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    restored = model_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    model, datamodule = restored.model, restored.datamodule
     first_40 = estimate(
         model, datamodule.dataset("val"), estimator=ImportanceSampling(64), examples=range(40)
     ).results

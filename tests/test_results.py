@@ -144,13 +144,13 @@ def test_two_commands_writing_one_table_keep_each_others_rows(checkpoint, tmp_pa
     out = tmp_path / "table"
     original_measure = table.measure
 
-    def measure_while_another_command_writes(name, path, cfg):
-        row = original_measure(name, path, cfg)
-        other = dict(row, model="written_meanwhile", log_px=-1.0)
+    def measure_while_another_command_writes(name, path, settings):
+        measured = original_measure(name, path, settings)
+        other = dict(measured.row, model="written_meanwhile", log_px=-1.0)
         table.add_row(other, out)  # what a concurrent command does before this one writes
-        return row
+        return measured
 
-    monkeypatch.setattr(table, "measure", measure_while_another_command_writes)
+    monkeypatch.setattr(results, "measure", measure_while_another_command_writes)
     run_cli(
         results.main,
         [f"checkpoints={{mine:{checkpoint}}}", *MEASURE, f"hydra.run.dir={out}"],
@@ -332,14 +332,14 @@ def test_ais_starts_from_the_encoder_where_the_guide_can_score_else_from_the_pri
     )
     model = build_model(cfg, "binary")
     ais_cfg = {"_target_": "vaelik.inference.ais.AnnealedImportanceSampling", "num_samples": 2}
-    ais = table.ais_with_start(OmegaConf.create(ais_cfg), choice)
+    ais = results.ais_with_start(OmegaConf.create(ais_cfg), choice)
     if posterior == "iaf" and start == "encoder":  # asked for: binding refuses it
         with pytest.raises(UnsupportedCombinationError, match="use proposal=prior"):
             plan_for(model, ais, EncoderProposal())
     else:
         assert plan_for(model, ais, EncoderProposal()).proposal.name == start
     with pytest.raises(ConfigError, match="ais_start must be auto, encoder or prior"):
-        table.ais_with_start(OmegaConf.create(ais_cfg), "posterior")
+        results.ais_with_start(OmegaConf.create(ais_cfg), "posterior")
 
 
 @pytest.mark.parametrize(
@@ -352,7 +352,8 @@ def test_the_table_s_ais_starts_refined_where_the_posterior_allows(overrides, us
         "train", ["latent_dim=3", "encoder.hidden=[8]", "decoder.hidden=[8]", *overrides]
     )
     model = build_model(cfg, "binary")
-    _, proposal = table.ais_estimator(compose_config("results", ["checkpoints=[unused]"]))
+    settings = results.table_settings(compose_config("results", ["checkpoints=[unused]"]))
+    proposal = settings.ais_proposal
     plan = resolve(model, "importance", proposal, fallback_to_encoder=True)
     assert plan.proposal.name == used
     assert any("not refined" in choice.reason for choice in plan.choices) == (used == "encoder")

@@ -1,4 +1,5 @@
-"""The config tree as Hydra composes it: its folder and the OmegaConf resolvers it uses.
+"""The config tree as Hydra composes it: its folder, the OmegaConf resolvers it uses, and
+:func:`build`, which instantiates a composed section (the commands' and the training's path).
 
 Where the tree lives, and its option files read without Hydra or OmegaConf (what the Python API
 needs), are :mod:`vaelik.options`.
@@ -10,9 +11,11 @@ import itertools
 import math
 import os
 from datetime import datetime
+from typing import Any
 
 from omegaconf import OmegaConf
 
+from vaelik.errors import SettingError, user_error_in
 from vaelik.options import config_tree
 
 
@@ -63,3 +66,20 @@ def new_run_dir(parent: str) -> str:
             continue
         return path
     raise AssertionError("unreachable")
+
+
+def build(node: Any, section: str = "", **settings: Any) -> Any:
+    """``instantiate(node, **settings)`` of a composed config section (Hydra, imported here:
+    the commands' path, not the library's); a user error raised by a constructor is raised as
+    itself (not wrapped by Hydra), a bad setting's named under ``section``."""
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(node, **settings)
+    except Exception as error:
+        found = user_error_in(error)
+        if isinstance(found, SettingError):
+            raise found.under(section) from None
+        if found is not None:
+            raise found from None
+        raise

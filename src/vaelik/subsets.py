@@ -8,9 +8,28 @@ loading Lightning or torchvision.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from vaelik.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Spread:
+    """``count`` examples spread evenly over a data set of N (positions ``floor(i * N / count)``,
+    all of them when ``count >= N``): the choice for a file sorted by class, whose first
+    examples are one class. ``vaelik.estimate(..., examples=vaelik.Spread(100))``; the first
+    100 are ``examples=range(100)``."""
+
+    count: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 1:
+            raise ConfigError(f"Spread(count) needs an integer count >= 1, got {self.count!r}")
+
+    def indices(self, size: int) -> list[int]:
+        """The chosen positions in a data set of ``size`` examples, in order."""
+        return evenly_spaced(range(size), self.count)
 
 
 def example_indices(dataset: Any, limit: int | None) -> list[int]:

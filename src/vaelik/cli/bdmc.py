@@ -8,10 +8,10 @@ from typing import Any
 from omegaconf import DictConfig
 
 from vaelik.cli import run_hydra_app, user_named
+from vaelik.cli.loading import restore
+from vaelik.config import build
 from vaelik.evaluation.bdmc import bdmc as bdmc_bounds
 from vaelik.evaluation.formatting import figure, report_written
-from vaelik.evaluation.loading import load_model
-from vaelik.inference.choices import build
 from vaelik.inference.log_weights import check_positive
 from vaelik.inference.plan import pick_device
 
@@ -23,7 +23,7 @@ def bdmc(cfg: DictConfig) -> list[dict[str, Any]]:
     count = check_positive("num_examples", cfg.num_examples)
     schedules = [check_positive("num_steps", steps) for steps in cfg.num_steps]
     ais, proposal = build(cfg.ais, "ais"), build(cfg.proposal, "proposal")
-    model, _ = load_model(cfg)
+    model = restore(cfg).model
     device = pick_device(cfg.device)
     model.to(device)
     result = bdmc_bounds(

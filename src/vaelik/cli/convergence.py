@@ -8,9 +8,9 @@ from typing import Any
 from omegaconf import DictConfig
 
 from vaelik.cli import run_hydra_app
+from vaelik.cli.loading import restore
 from vaelik.evaluation.convergence import convergence as convergence_table
 from vaelik.evaluation.formatting import figure, grid_error_text, khat_text, report_written
-from vaelik.evaluation.loading import load_model
 from vaelik.inference.plan import pick_device
 from vaelik.subsets import example_indices
 
@@ -19,7 +19,8 @@ def convergence(cfg: DictConfig) -> list[dict[str, Any]]:
     """Estimate log p(x) for every K in ``cfg.ks`` x estimator x proposal (names of files in
     ``conf/estimator/`` and ``conf/proposal/``) with :func:`vaelik.convergence`; write the
     table and the plot."""
-    model, datamodule = load_model(cfg)
+    restored = restore(cfg)
+    model, datamodule = restored.model, restored.datamodule
     device = pick_device(cfg.device)
     model.to(device)
     dataset = datamodule.dataset(cfg.split)

@@ -8,12 +8,12 @@ from typing import Any
 from omegaconf import DictConfig
 
 from vaelik.cli import run_hydra_app, user_named
+from vaelik.cli.loading import restore
+from vaelik.config import build
 from vaelik.evaluation.distributed import process_group, world
 from vaelik.evaluation.estimate import estimate
 from vaelik.evaluation.formatting import estimate_text, report_written
-from vaelik.evaluation.loading import load_model
 from vaelik.inference.ais import AUTO
-from vaelik.inference.choices import build
 from vaelik.inference.plan import pick_device, resolve
 from vaelik.subsets import example_indices
 
@@ -22,7 +22,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Rebuild the model of ``cfg.ckpt_path``, estimate log p(x) on ``cfg.split`` with
     :func:`vaelik.estimate`, write ``per_example.csv`` and ``summary.json``."""
     estimator, proposal = build(cfg.estimator, "estimator"), build(cfg.proposal, "proposal")
-    model, datamodule = load_model(cfg)
+    restored = restore(cfg)
+    model, datamodule = restored.model, restored.datamodule
     device = pick_device(cfg.device)
     model.to(device)
     # every choice made, and an impossible combination refused, before any work; a proposal

@@ -28,7 +28,7 @@ from vaelik.inference.diagnostics import log_mean_exp
 from vaelik.inference.log_weights import check_positive
 from vaelik.inference.plan import Plan, chosen_estimator, pick_device, resolve
 from vaelik.metrics import mean_and_stderr
-from vaelik.models.contract import ModelContractError, check_measurable
+from vaelik.models.contract import MeasurableModel, ModelContractError, check_measurable
 from vaelik.progress import example_progress
 
 
@@ -108,7 +108,7 @@ class BdmcResult:
 
 
 def bdmc(
-    model: Any,
+    model: MeasurableModel,
     *,
     num_examples: int = 100,
     num_steps: Sequence[int] = (100, 1000),

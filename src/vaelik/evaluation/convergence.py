@@ -21,12 +21,12 @@ import torch
 from vaelik.errors import ConfigError
 from vaelik.evaluation.distributed import gather_results
 from vaelik.evaluation.estimate import EstimatorChoice, Examples, ProposalChoice, visit_batches
-from vaelik.evaluation.indexed_data import event_dims
+from vaelik.evaluation.indexed_data import EstimationData, ExampleChoice, event_dims
 from vaelik.evaluation.results import PerExampleResults
 from vaelik.inference.estimators import Estimate
 from vaelik.inference.log_weights import check_positive
 from vaelik.inference.plan import Plan, chosen_estimator, resolve
-from vaelik.models.contract import check_measurable
+from vaelik.models.contract import MeasurableModel, check_measurable
 
 
 @dataclass
@@ -53,7 +53,7 @@ class ConvergenceTable:
 
 
 def distinct_lines(
-    model: Any,
+    model: MeasurableModel,
     estimators: Sequence[EstimatorChoice],
     proposals: Sequence[ProposalChoice],
     seed: int | None = None,
@@ -128,14 +128,14 @@ def plan_rows(
 
 
 def convergence(
-    model: Any,
-    data: Any,
+    model: MeasurableModel,
+    data: EstimationData,
     *,
     ks: Sequence[int],
     estimators: Sequence[EstimatorChoice] = ("importance",),
     proposals: Sequence[ProposalChoice] = ("encoder",),
     batch_size: int | None = None,
-    examples: int | Sequence[int] | None = None,
+    examples: ExampleChoice = None,
     device: str | torch.device | None = None,
     seed: int | None = None,
     progress: bool = False,

@@ -21,7 +21,7 @@ import csv
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,11 +32,18 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from vaelik.errors import ConfigError
 from vaelik.evaluation.distributed import gather_results, shard, world
-from vaelik.evaluation.indexed_data import chosen_indices, event_dims, indexed_examples
+from vaelik.evaluation.indexed_data import (
+    EstimationData,
+    ExampleChoice,
+    chosen_indices,
+    event_dims,
+    indexed_examples,
+)
 from vaelik.evaluation.results import PerExampleResults
 from vaelik.inference.estimators import Estimate, LogWeightEstimator
 from vaelik.inference.plan import Plan, pick_device, resolve, with_execution
 from vaelik.inference.proposals import Proposal
+from vaelik.models.contract import MeasurableModel
 from vaelik.progress import example_progress
 
 log = logging.getLogger(__name__)
@@ -118,9 +125,9 @@ class Examples:
     @classmethod
     def of(
         cls,
-        model: Any,
-        data: Any,
-        examples: int | Sequence[int] | None,
+        model: MeasurableModel,
+        data: EstimationData,
+        examples: ExampleChoice,
         batch_size: int | None,
         device: str | torch.device | None,
     ) -> Examples:
@@ -178,7 +185,7 @@ def same_device(a: torch.device, b: torch.device) -> bool:
 
 
 def visit_batches(
-    model: Any,
+    model: MeasurableModel,
     examples: Examples,
     visit: Callable[[torch.Tensor, torch.Tensor], None],
     progress: bool = False,
@@ -202,15 +209,15 @@ def visit_batches(
 
 
 def estimate(
-    model: Any,
-    data: Any,
+    model: MeasurableModel,
+    data: EstimationData,
     *,
     plan: Plan | None = None,
     estimator: EstimatorChoice | None = None,
     proposal: ProposalChoice | None = None,
     num_samples: int | None = None,
     batch_size: int | None = None,
-    examples: int | Sequence[int] | None = None,
+    examples: ExampleChoice = None,
     device: str | torch.device | None = None,
     seed: int | None = None,
     progress: bool = False,
@@ -234,7 +241,9 @@ def estimate(
         num_samples: K (draws or chains per example), replacing the estimator's.
         batch_size: examples per call (default: the plan's, the DataLoader's, else 100);
             never changes the numbers.
-        examples: all (None), that many spread evenly over the data, or these indices.
+        examples: all (None), these indices (``range(100)``: the first 100), or
+            ``vaelik.Spread(100)``: 100 spread evenly over the data (a bare number is refused
+            as ambiguous).
         device: where to compute (default: the plan's, else the model's parameters' device;
             ``auto``: CUDA when available). The data and the model are moved there for the call
             (the model back after it; logged at INFO level).
@@ -291,7 +300,7 @@ def estimate(
 
 def plan_for_call(
     plan: Plan,
-    model: Any,
+    model: MeasurableModel,
     estimator: EstimatorChoice | None,
     proposal: ProposalChoice | None,
     num_samples: int | None,

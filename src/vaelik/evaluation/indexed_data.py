@@ -15,16 +15,25 @@ subset evaluated or the number of processes. Every form of data becomes an
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TypeAlias
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from vaelik.errors import ConfigError
-from vaelik.subsets import evenly_spaced
+from vaelik.subsets import Spread
 
 #: what ``data`` may be, for error messages
 ACCEPTED = "a tensor [N, ...], a torch Dataset yielding x or (x, label), or a DataLoader"
+
+#: the data an estimate is made on: a tensor or array ``[N, ...]``, a ``Dataset`` yielding ``x``
+#: or ``(x, label, ...)``, or a ``DataLoader`` (its data set and batch size)
+EstimationData: TypeAlias = torch.Tensor | np.ndarray | Dataset | DataLoader
+
+#: which of its examples: all (None), these indices (``range(100)``: the first 100), or
+#: :class:`~vaelik.subsets.Spread` (that many spread evenly over it)
+ExampleChoice: TypeAlias = Spread | Sequence[int] | None
 
 
 class IndexedExamples(Dataset):
@@ -45,7 +54,7 @@ class IndexedExamples(Dataset):
         return torch.as_tensor(item), index
 
 
-def indexed_examples(data: Any) -> tuple[IndexedExamples, int | None]:
+def indexed_examples(data: EstimationData) -> tuple[IndexedExamples, int | None]:
     """``data`` as :class:`IndexedExamples`, and the batch size of a ``DataLoader`` (else None).
     Raises a ConfigError for anything else, or for an empty data set."""
     batch_size = None
@@ -69,13 +78,25 @@ def indexed_examples(data: Any) -> tuple[IndexedExamples, int | None]:
     return IndexedExamples(data), batch_size
 
 
-def chosen_indices(size: int, examples: int | Sequence[int] | None) -> list[int]:
-    """The indices to estimate: all (None), ``examples`` of them spread evenly over the data set
-    (an int: not its first ones, as a data set may be sorted by class), or the given indices."""
-    if examples is None or isinstance(examples, int):
-        if examples is not None and examples < 1:
-            raise ConfigError(f"examples must be >= 1 or None (all), got {examples}")
-        return evenly_spaced(range(size), examples)
+def chosen_indices(size: int, examples: ExampleChoice) -> list[int]:
+    """The indices to estimate: all (None), those of a :class:`~vaelik.subsets.Spread`, or the
+    given indices. A bare number is refused: it could mean the first N or N spread over the
+    data, which differ on a data set sorted by class."""
+    if examples is None:
+        return list(range(size))
+    if isinstance(examples, Spread):
+        return examples.indices(size)
+    if isinstance(examples, int | np.integer):
+        raise ConfigError(
+            f"examples={examples} is ambiguous: pass examples=range({examples}) for the first "
+            f"{examples}, or examples=vaelik.Spread({examples}) for {examples} spread evenly "
+            "over the data (a data set sorted by class needs the spread)"
+        )
+    if isinstance(examples, str) or not hasattr(examples, "__iter__"):
+        raise ConfigError(
+            "examples must be None, a sequence of indices or vaelik.Spread(N), got "
+            f"{type(examples).__name__}"
+        )
     indices = [int(i) for i in examples]
     outside = [i for i in indices if not 0 <= i < size]
     if outside:

@@ -15,6 +15,9 @@ epochs would give. Written as ``results.csv`` and ``results.md``; rows already i
 folder's ``results.csv`` for other models are kept, so a table can grow one checkpoint at a time,
 and several ``vaelik-results`` commands may write to one folder at once: each row is merged into
 the table as it stands when the row is measured, under a lock.
+
+Typed functions on a model's checkpoint path and :class:`TableSettings`; nothing here reads a
+config or prints (``vaelik-results``, :mod:`vaelik.cli.results`, adapts its config and prints).
 """
 
 from __future__ import annotations
@@ -23,28 +26,27 @@ import contextlib
 import csv
 import io
 import os
-import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
 
 from vaelik.checkpoint import describe_machine, read_checkpoint
 from vaelik.errors import ConfigError
 from vaelik.evaluation.curves import last_value, read_curve, trend, write_curve
 from vaelik.evaluation.estimate import estimate
-from vaelik.evaluation.formatting import figure, report_written, share_text
+from vaelik.evaluation.formatting import figure, share_text
 from vaelik.evaluation.indexed_data import event_dims
-from vaelik.evaluation.loading import model_from_checkpoint
 from vaelik.evaluation.results import PerExampleResults
 from vaelik.inference.ais import AnnealedImportanceSampling
-from vaelik.inference.choices import build
+from vaelik.inference.estimators import LogWeightEstimator
 from vaelik.inference.plan import pick_device, resolve
 from vaelik.inference.proposals import EncoderProposal, Proposal
 from vaelik.metrics import mean_and_stderr
+from vaelik.models.restore import model_from_checkpoint
 from vaelik.subsets import evenly_spaced, example_indices
 
 COLUMNS = (
@@ -78,7 +80,54 @@ COLUMNS = (
 )
 
 
-def named_checkpoints(entries) -> list[tuple[str, Path]]:
+@dataclass(frozen=True)
+class TableSettings:
+    """How every checkpoint of a table is measured (``conf/results.yaml`` documents each).
+
+    Attributes:
+        importance: the IS estimator (its K and seed), with the encoder as proposal.
+        ais: the AIS estimator of the AIS column, started as its ``prior_share`` says.
+        ais_proposal: where AIS chains start when they start from a proposal.
+        output_dir: the folder of ``results.csv`` / ``results.md`` / ``curves/``.
+        split: the data split measured.
+        num_examples: IS on that many examples spread evenly over the split (None: all).
+        ais_examples: AIS on that many of them, spread evenly (0: none, None: all).
+        seed: recorded in each row (the estimators carry their own).
+        device: where to compute (``auto``: CUDA when available).
+        batch_size: examples per call (never changes the numbers).
+        references: published log p(x) by model name, shown beside it.
+        reuse_importance: keep an earlier row's IS figures (see :func:`measure`).
+        data_dir, trusted_packages, download: how checkpoints are rebuilt
+            (:func:`vaelik.models.restore.model_from_checkpoint`).
+    """
+
+    importance: LogWeightEstimator
+    ais: AnnealedImportanceSampling
+    output_dir: Path
+    ais_proposal: Proposal = field(default_factory=EncoderProposal)
+    split: str = "test"
+    num_examples: int | None = None
+    ais_examples: int | None = None
+    seed: int = 0
+    device: str | torch.device | None = "auto"
+    batch_size: int = 100
+    references: Mapping[str, float] = field(default_factory=dict)
+    reuse_importance: bool = False
+    data_dir: str | Path | None = None
+    trusted_packages: Sequence[str] = ()
+    download: bool = False
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One checkpoint measured: its table row, and what a person should be told about how it
+    was measured (the automatic choices made, stored settings ignored), one line each."""
+
+    row: dict[str, Any]
+    notes: list[str]
+
+
+def named_checkpoints(entries: Mapping[str, Any] | Sequence[Any]) -> list[tuple[str, Path]]:
     """``{name: path, ...}`` in order, or ``[path, ...]`` named after their run folders."""
     if isinstance(entries, Mapping):
         pairs = [(str(name), Path(path)) for name, path in entries.items()]
@@ -111,43 +160,40 @@ def recorded_path(path: Path) -> str:
         return str(absolute)
 
 
-def measure(name: str, path: Path, cfg: DictConfig) -> dict[str, Any]:
-    """One row of the table for the checkpoint at ``path``.
+def measure(name: str, path: Path, settings: TableSettings) -> Measurement:
+    """One row of the table for the checkpoint at ``path``, measured as ``settings`` say.
 
-    With ``cfg.reuse_importance``, the IS figures of an earlier row of the same model (same
+    With ``settings.reuse_importance``, the IS figures of an earlier row of the same model (same
     checkpoint file and epochs, split, seed, K and number of examples, in the output folder's
     ``results.csv``) are kept and only the AIS gap is measured again: per-example IS estimates
     draw from per-example streams, so IS on the AIS subset alone gives the very values the whole
     run gave there. ``eval_seconds`` is then the earlier IS time plus the new AIS time.
     """
-    model, datamodule, checkpoint = model_from_checkpoint(
-        path,
-        cfg.get("data_dir"),
-        list(cfg.get("trusted_packages") or ()),
-        bool(cfg.get("download", False)),
+    restored = model_from_checkpoint(
+        path, settings.data_dir, settings.trusted_packages, settings.download
     )
-    device = pick_device(cfg.device)
+    model, datamodule, checkpoint = restored.model, restored.datamodule, restored.record
+    notes = [restored.ignored_text()] if restored.ignored else []
+    device = pick_device(settings.device)
     model.to(device)
-    importance, proposal = build(cfg.importance, "importance"), EncoderProposal()
-    ais, ais_proposal = ais_estimator(cfg)
+    importance, proposal = settings.importance, EncoderProposal()
     # every combination resolved (and an impossible one refused) before any work
-    importance_plan = resolve(model, importance, proposal, batch_size=cfg.batch_size)
+    importance_plan = resolve(model, importance, proposal, batch_size=settings.batch_size)
     # the automatic rules may choose where AIS starts (a refined proposal gives way to the
     # encoder where it cannot refine the guide): said here, and in the ais_start column
     ais_plan = resolve(
         model,
-        ais,
-        ais_proposal,
-        batch_size=cfg.batch_size,
+        settings.ais,
+        settings.ais_proposal,
+        batch_size=settings.batch_size,
         accept_rules=True,
         fallback_to_encoder=True,
     )
-    for choice in ais_plan.choices:
-        print(f"{name}: AIS {choice.text()}", file=sys.stderr)
+    notes += [f"{name}: AIS {choice.text()}" for choice in ais_plan.choices]
     ais_start = ais_plan.proposal
-    dataset = datamodule.dataset(cfg.split)
-    indices = example_indices(dataset, cfg.num_examples)
-    ais_count = len(indices) if cfg.ais_examples is None else int(cfg.ais_examples)
+    dataset = datamodule.dataset(settings.split)
+    indices = example_indices(dataset, settings.num_examples)
+    ais_count = len(indices) if settings.ais_examples is None else int(settings.ais_examples)
     ais_indices = evenly_spaced(indices, min(ais_count, len(indices)))
     row: dict[str, Any] = {
         "model": name,
@@ -157,10 +203,10 @@ def measure(name: str, path: Path, cfg: DictConfig) -> dict[str, Any]:
         "ais_start": ais_start.name,
         "checkpoint": recorded_path(path),
         "epochs": checkpoint.epochs,
-        "split": str(cfg.split),
-        "seed": int(cfg.seed),
+        "split": str(settings.split),
+        "seed": int(settings.seed),
     }
-    earlier = reusable_row(row, Path(cfg.paths.output_dir)) if cfg.get("reuse_importance") else None
+    earlier = reusable_row(row, settings.output_dir) if settings.reuse_importance else None
     start = time.perf_counter()
     results = estimate(
         model,
@@ -204,38 +250,14 @@ def measure(name: str, path: Path, cfg: DictConfig) -> dict[str, Any]:
         checkpoint.train_seconds / 3600 if checkpoint.train_seconds is not None else None
     )
     row["train_machine"] = checkpoint.machine
-    row["reference"] = (cfg.get("references") or {}).get(name)
+    row["reference"] = settings.references.get(name)
     curve = read_curve(run_folder(path))
     if curve:
-        write_curve(curve, Path(cfg.paths.output_dir) / "curves" / f"{name}.csv")
+        write_curve(curve, settings.output_dir / "curves" / f"{name}.csv")
     row["val_log_px_last"] = last_value(curve, "val/log_px")
     row["val_log_px_trend"] = trend(curve, "val/log_px")
     row["val_elbo_trend"] = trend(curve, "val/elbo")
-    return row
-
-
-def ais_estimator(cfg: DictConfig) -> tuple[AnnealedImportanceSampling, Proposal]:
-    """The AIS of ``cfg.ais`` started as ``cfg.ais_start`` says, and the proposal its chains
-    start from where they start from a proposal (``cfg.ais_proposal``; the encoder if unset)."""
-    ais = ais_with_start(cfg.ais, cfg.get("ais_start", "auto"))
-    chosen = cfg.get("ais_proposal")
-    return ais, EncoderProposal() if chosen is None else build(chosen, "ais_proposal")
-
-
-#: ``ais_start`` as AIS's ``prior_share`` (auto: the estimator's own choice)
-AIS_STARTS = {"encoder": 0.0, "prior": 1.0}
-
-
-def ais_with_start(ais_cfg, choice: str) -> AnnealedImportanceSampling:
-    """The AIS of ``ais_cfg`` with its chains started as ``choice`` says: ``encoder``
-    (``prior_share=0``), ``prior`` (``prior_share=1``), or ``auto``: ``ais_cfg``'s own
-    ``prior_share``, whose ``auto`` starts from the prior where the latent has at most 2
-    dimensions or the guide cannot score latents it did not draw (IAF), else from the encoder."""
-    if choice not in ("auto", *AIS_STARTS):
-        raise ConfigError(f"ais_start must be auto, encoder or prior, got {choice!r}")
-    if choice == "auto":
-        return build(ais_cfg, "ais")
-    return build(ais_cfg, "ais", prior_share=AIS_STARTS[choice])
+    return Measurement(row, notes)
 
 
 #: the columns that IS over the whole split measures (kept by ``reuse_importance``)
@@ -352,20 +374,13 @@ def replace_text(path: Path, text: str) -> None:
     os.replace(partial, path)
 
 
-def results_table(cfg: DictConfig) -> list[dict[str, Any]]:
-    """Measure every checkpoint of ``cfg.checkpoints``; write and return the table's rows."""
-    pairs = named_checkpoints(cfg.checkpoints)
-    build(cfg.importance, "importance")  # bad settings fail before any checkpoint is read
-    ais_estimator(cfg)
-    for _, path in pairs:  # a typo in the fifth path fails now, not after four evaluations
+def checked_checkpoints(entries: Mapping[str, Any] | Sequence[Any]) -> list[tuple[str, Path]]:
+    """The named checkpoints of ``entries`` (:func:`named_checkpoints`), every file read and
+    checked first: a typo in the fifth path fails now, not after four evaluations."""
+    pairs = named_checkpoints(entries)
+    for _, path in pairs:
         read_checkpoint(path)
-    output_dir = Path(cfg.paths.output_dir)
-    rows = read_rows(output_dir / "results.csv")
-    for name, path in pairs:
-        rows = add_row(measure(name, path, cfg), output_dir)  # kept as soon as it is measured
-    print((output_dir / "results.md").read_text())
-    report_written(output_dir)
-    return rows
+    return pairs
 
 
 def add_row(row: dict[str, Any], output_dir: Path) -> list[dict[str, Any]]:

@@ -3,8 +3,7 @@
 ``make_estimator("ais", num_steps=100)`` builds what ``estimator=ais estimator.num_steps=100``
 builds on the command line: the settings of ``conf/estimator/ais.yaml``, changed by the given
 ones. The configs are the one source of defaults (the classes read theirs from them too, see
-:func:`vaelik.options.option_defaults`). :func:`build` instantiates a config section and names
-the section in a bad setting's error (``ais.num_samples must be an integer >= 1``).
+:func:`vaelik.options.option_defaults`).
 """
 
 from __future__ import annotations
@@ -12,27 +11,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from vaelik.errors import ConfigError, SettingError, user_error_in
+from vaelik.errors import ConfigError
 from vaelik.inference.estimators import LogWeightEstimator
 from vaelik.inference.proposals import Proposal, is_plain
 from vaelik.options import config_tree, option_config, option_names
-
-
-def build(node: Any, section: str = "", **settings: Any) -> Any:
-    """``instantiate(node, **settings)`` of a composed config section (Hydra, imported here:
-    the commands' path, not the library's); a user error raised by a constructor is raised as
-    itself (not wrapped by Hydra), a bad setting's named under ``section``."""
-    from hydra.utils import instantiate
-
-    try:
-        return instantiate(node, **settings)
-    except Exception as error:
-        found = user_error_in(error)
-        if isinstance(found, SettingError):
-            raise found.under(section) from None
-        if found is not None:
-            raise found from None
-        raise
 
 
 def from_option(group: str, name: str, settings: dict[str, Any], /) -> Any:
@@ -70,20 +52,24 @@ def construct(node: Any, **objects: Any) -> Any:
 
 
 def make_estimator(name: str, /, **settings: Any) -> LogWeightEstimator:
-    """The estimator ``estimator=<name>`` builds (``importance``, ``ais``, ``prior``,
+    """The estimator ``estimator=<name>`` builds (``ais``, ``importance``, ``prior``,
     ``quadrature``), with ``settings`` replacing the config's (``seed`` 0 unless given)."""
     return from_option("estimator", name, settings)
 
 
 def make_proposal(name: str, /, **settings: Any) -> Proposal:
-    """The proposal ``proposal=<name>`` builds (``encoder``, ``prior``, ``student_t``,
-    ``inflated``, ``defensive``), with ``settings`` replacing the config's."""
+    """The proposal ``proposal=<name>`` builds (``defensive``, ``encoder``, ``inflated``,
+    ``prior``, ``refined``, ``student_t``), with ``settings`` replacing the config's."""
     return from_option("proposal", name, settings)
 
 
 def estimator_names() -> list[str]:
-    return option_names("estimator")
+    """The names :func:`make_estimator` (and ``estimator=`` everywhere) accepts: the option
+    files of ``conf/estimator/`` in the config tree in use, sorted."""
+    return option_names("estimator", config_tree())
 
 
 def proposal_names() -> list[str]:
-    return option_names("proposal")
+    """The names :func:`make_proposal` (and ``proposal=`` everywhere) accepts: the option files
+    of ``conf/proposal/`` in the config tree in use, sorted."""
+    return option_names("proposal", config_tree())

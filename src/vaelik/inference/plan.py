@@ -54,7 +54,7 @@ from vaelik.inference.estimators import Estimate, LogWeightEstimator
 from vaelik.inference.proposals import EncoderProposal, PriorProposal, Proposal
 from vaelik.inference.quadrature import Quadrature
 from vaelik.inference.refinement import RefinedProposal
-from vaelik.models.contract import can_score, check_measurable
+from vaelik.models.contract import MeasurableModel, can_score, check_measurable
 
 #: the layout of :meth:`Plan.values`; a change of layout changes every digest, so it is
 #: versioned here and nowhere else (not with vaelik's version)
@@ -128,7 +128,7 @@ class Plan:
     """
 
     estimator: LogWeightEstimator
-    model: Any
+    model: MeasurableModel
     requested: Proposal
     proposal: Proposal
     num_samples: int
@@ -378,7 +378,7 @@ def grid_cells(estimator: Quadrature, model: Any) -> int:
 
 
 def resolve(
-    model: Any,
+    model: MeasurableModel,
     estimator: str | LogWeightEstimator = "importance",
     proposal: str | Proposal | None = None,
     *,

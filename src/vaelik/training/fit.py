@@ -17,9 +17,9 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Timer
 from omegaconf import DictConfig, OmegaConf
 
 from vaelik.checkpoint import load_weights, read_checkpoint
+from vaelik.config import build
 from vaelik.errors import SettingError
 from vaelik.evaluation.formatting import report_written
-from vaelik.inference.choices import build
 from vaelik.inference.log_weights import check_positive
 from vaelik.models.factory import build_model
 from vaelik.training.checkpointing import check_resumable_states
