@@ -159,3 +159,29 @@ def test_the_evaluation_library_has_no_hydra():
     for path in sorted((PACKAGE / "evaluation").glob("*.py")):
         assert not imported_modules(path) & {"hydra", "omegaconf"}, path.name
         assert "DictConfig" not in path.read_text(), path.name
+
+
+@pytest.mark.parametrize("name", ["importance", "ais", "prior", "quadrature"])
+def test_estimators_are_values_their_repr_rebuilds(name):
+    from vaelik.inference.ais import AnnealedImportanceSampling
+    from vaelik.inference.estimators import ImportanceSampling
+    from vaelik.inference.proposals import PriorProposal
+    from vaelik.inference.quadrature import Quadrature
+
+    estimator = vaelik.make_estimator(name)
+    assert estimator == vaelik.make_estimator(name)
+    assert len({estimator, vaelik.make_estimator(name)}) == 1
+    classes = {
+        cls.__name__: cls
+        for cls in (AnnealedImportanceSampling, ImportanceSampling, PriorProposal, Quadrature)
+    }
+    assert eval(repr(estimator), classes) == estimator
+    other = estimator.replace(seed=estimator.seed + 1)
+    assert other != estimator and repr(other) != repr(estimator)
+
+
+def test_proposals_are_values():
+    assert vaelik.make_proposal("student_t") == vaelik.make_proposal("student_t")
+    assert vaelik.make_proposal("student_t") != vaelik.make_proposal("student_t", df=3.0)
+    assert vaelik.make_proposal("encoder") != vaelik.make_proposal("prior")
+    assert repr(vaelik.make_proposal("inflated", scale=2.0)) == "InflatedProposal(scale=2.0)"

@@ -16,6 +16,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import torch
 from vaelik.errors import ConfigError
 from vaelik.evaluation.estimate import ProposalChoice, evaluation_mode, placed_on
 from vaelik.inference.ais import AnnealedImportanceSampling
+from vaelik.inference.blocks import in_blocks
 from vaelik.inference.diagnostics import log_mean_exp
 from vaelik.inference.log_weights import check_positive
 from vaelik.inference.plan import Plan, chosen_estimator, pick_device, resolve
@@ -73,7 +75,9 @@ def sandwich(
             rows = slice(first, first + batch_size)
             index = torch.arange(first, min(first + batch_size, len(x)))
             lower.append(plan.estimate(x[rows], index).log_px)
-            reverse = ais.reverse_log_weights(plan, x[rows], index, z[rows])
+            reverse = in_blocks(
+                partial(ais.reverse_log_weights, plan), plan.block, x[rows], index, z[rows]
+            )
             upper.append(-log_mean_exp(reverse))
             advance(len(index))
     return {

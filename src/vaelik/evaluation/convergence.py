@@ -147,7 +147,8 @@ def convergence(
     if not list(ks):
         raise ConfigError("ks is empty: give the K values to compare, e.g. [1, 10, 100]")
     plans = distinct_lines(model, estimators, proposals, seed)
-    chosen = Examples.of(model, data, examples, batch_size, device)
+    block = max(plan.block for plan in plans)
+    chosen = Examples.of(model, data, examples, batch_size, device, block)
     rows: list[dict[str, Any]] = []
     for plan in plans:
         rows += plan_rows(plan, chosen, ks, progress)

@@ -130,11 +130,16 @@ class Examples:
         examples: ExampleChoice,
         batch_size: int | None,
         device: str | torch.device | None,
+        block: int = 1,
     ) -> Examples:
+        """The examples of ``data`` chosen by ``examples``, in batches of ``batch_size`` (the
+        DataLoader's, else :data:`DEFAULT_BATCH`) rounded up to a multiple of ``block`` (a
+        plan computes in blocks of that many examples: a batch of 1 would waste the rest)."""
         dataset, loader_batch = indexed_examples(data)
         size = batch_size if batch_size is not None else loader_batch or DEFAULT_BATCH
         if size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {size}")
+        size = -(-size // block) * block
         indices = chosen_indices(len(dataset), examples)
         return cls(dataset, indices, size, pick_device(device, model))
 
@@ -274,7 +279,7 @@ def estimate(
             batch_size=plan.execution.batch_size if batch_size is None else batch_size,
         )
     execution = plan.execution
-    chosen = Examples.of(model, data, examples, execution.batch_size, execution.device)
+    chosen = Examples.of(model, data, examples, execution.batch_size, execution.device, plan.block)
     parts: list[tuple[torch.Tensor, Estimate]] = []
     start = time.perf_counter()
     visit_batches(

@@ -159,6 +159,22 @@ class LogWeightEstimator:
         defaulted ones included."""
         return dict(self.__dict__["_arguments"])
 
+    def __repr__(self) -> str:
+        """The constructor call that builds this estimator: ``ImportanceSampling(num_samples=
+        5000, chunk_size=None, seed=0, name='importance', proposal=None)``."""
+        arguments = ", ".join(f"{key}={value!r}" for key, value in self.settings().items())
+        return f"{type(self).__name__}({arguments})"
+
+    def __eq__(self, other: object) -> bool:
+        """Equal estimators are of one class with equal settings (they compute the same
+        log-weights for the same plan)."""
+        if type(other) is not type(self):
+            return NotImplemented
+        return self.settings() == other.settings()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(type(self))
+
     def takes(self, setting: str) -> bool:
         """Whether ``setting`` is one of this estimator's settings (quadrature has no
         ``num_samples``: its K is points^L)."""
@@ -186,6 +202,10 @@ class LogWeightEstimator:
         """Log-weights ``[K, B]`` (float64) of the examples ``x [B, ...]`` with dataset indices
         ``index [B]`` (the keys of their random streams)."""
         raise NotImplementedError
+
+    def notice(self, estimate: Estimate) -> None:
+        """Warn about what a batch's estimate shows (nothing, unless a subclass says): called
+        once per batch on its examples alone, not on a block's filling."""
 
     def estimate(self, plan: ResolvedPlan, x: torch.Tensor, index: torch.Tensor) -> Estimate:
         """Per-example estimates of ``x`` from their log-weights."""

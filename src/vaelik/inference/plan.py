@@ -6,12 +6,15 @@ every automatic choice there and nowhere else, and returns a frozen :class:`Plan
 
 - what determines the values (:meth:`Plan.values`): the estimator's kind and its settings, K
   (the one number of log-weights per example: draws, chains, or grid cells points^L), the
-  proposal the draws really come from (AIS's start included) with its settings, the seed and the
-  model's dtype. Their canonical JSON's sha256 is :attr:`Plan.digest`: equal across processes,
-  machines and vaelik versions for the same values, different when any of them changes;
-- what does not (:class:`Execution`): the device, the chunk size, the batch size. No value
-  depends on them (the per-example streams make each example's value a pure function of the
-  weights, the plan, the seed and its index);
+  proposal the draws really come from (AIS's start included) with its settings, the seed, the
+  model's dtype, and the shapes every network call is made with: the block of examples computed
+  together (:mod:`vaelik.inference.blocks`) and ``chunk_size``. Their canonical JSON's sha256 is
+  :attr:`Plan.digest`: equal across processes, machines and vaelik versions for the same
+  values, different when any of them changes;
+- what does not (:class:`Execution`): the device and the batch size. No value depends on them:
+  the per-example streams and the fixed blocks make each example's value a pure function of
+  the weights, the plan, the seed and its index, bit for bit on one machine and software stack
+  (docs/reference/reproducibility.md);
 - the automatic choices (:class:`Choice`), each with its reason, printed by
   :meth:`Plan.describe`, stored by :meth:`Plan.to_dict` (``summary.json``'s ``plan``).
 
@@ -38,12 +41,14 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import torch
 
 from vaelik.errors import ConfigError, UnsupportedCombinationError
 from vaelik.inference.ais import AUTO, AnnealedImportanceSampling, StratifiedStart
+from vaelik.inference.blocks import DEFAULT_BLOCK, in_blocks
 from vaelik.inference.choices import (
     estimator_names,
     make_estimator,
@@ -58,7 +63,7 @@ from vaelik.models.contract import MeasurableModel, can_score, check_measurable
 
 #: the layout of :meth:`Plan.values`; a change of layout changes every digest, so it is
 #: versioned here and nowhere else (not with vaelik's version)
-PLAN_FORMAT = 1
+PLAN_FORMAT = 2
 #: ``prior_share: auto`` starts every chain from the prior for latents of at most this many
 #: dimensions (chains from p(z) reach the modes an encoder misses there) and every chain from
 #: the proposal above (where a path from p(z) of the same length ends nats lower than one from
@@ -66,8 +71,6 @@ PLAN_FORMAT = 1
 PRIOR_START_MAX_DIM = 2
 #: quadrature integrates over a grid: feasible for latents of at most this many dimensions
 MAX_GRID_DIM = 2
-#: the estimator settings that do not change any value (they are reported as execution)
-EXECUTION_SETTINGS = ("chunk_size",)
 #: the estimator settings recorded elsewhere in the values (K, the seed, the proposal used) or
 #: that only label reports
 RECORDED_APART = ("num_samples", "seed", "proposal", "name")
@@ -88,9 +91,9 @@ class Choice:
 @dataclass(frozen=True)
 class Execution:
     """How a plan runs, which never changes its values: the device (None: the model's, when the
-    plan runs), the
-    (draw, example) pairs per pass (None: by device), the examples per call (None: the data
-    loader's, else 100)."""
+    plan runs), the (draw, example) pairs per pass as the estimator holds it (None: by device;
+    recorded here for reports, and in the values too, as it shapes the decoder's calls), the
+    examples per call (None: the data loader's, else 100)."""
 
     device: torch.device | None = None
     chunk_size: int | None = None
@@ -121,8 +124,11 @@ class Plan:
         seed: mixed with each example's index into its random stream.
         dtype: the model's floating dtype, in which the model's densities are computed (the
             reductions over K run in float64 whatever it is).
+        block: examples computed together in every network call, the last block filled up by
+            repeating an example (:mod:`vaelik.inference.blocks`), so that no value depends on
+            the batch it comes in.
         choices: the automatic choices made, with their reasons.
-        execution: device, chunk size and batch size: never a value's business.
+        execution: device and batch size: never a value's business.
         accept_rules, fallback_to_encoder: what :func:`resolve` was allowed to replace, kept
             for :meth:`with_num_samples`.
     """
@@ -134,6 +140,7 @@ class Plan:
     num_samples: int
     seed: int
     dtype: str
+    block: int = DEFAULT_BLOCK
     choices: tuple[Choice, ...] = ()
     execution: Execution = field(default_factory=Execution)
     accept_rules: bool = True
@@ -143,8 +150,9 @@ class Plan:
 
     def values(self) -> dict[str, Any]:
         """Everything that determines the values, as plain JSON-ready data (the digest's
-        input): ``format``, ``estimator`` (its kind), ``settings``, ``num_samples``,
-        ``proposal`` (the one used: ``name`` and ``settings``), ``seed``, ``dtype``."""
+        input): ``format``, ``estimator`` (its kind), ``settings`` (``chunk_size`` among them),
+        ``num_samples``, ``proposal`` (the one used: ``name`` and ``settings``), ``seed``,
+        ``dtype``, ``block``."""
         return {
             "format": PLAN_FORMAT,
             "estimator": self.estimator.kind,
@@ -153,6 +161,7 @@ class Plan:
             "proposal": self.proposal.record(),
             "seed": self.seed,
             "dtype": self.dtype,
+            "block": self.block,
         }
 
     @property
@@ -180,7 +189,8 @@ class Plan:
         settings = ", ".join(f"{k}={v}" for k, v in sorted(value_settings(self).items()))
         text = (
             f"{self.estimator.kind} ({settings or 'no settings'}), K={self.num_samples}, "
-            f"proposal {self.proposal.name}, seed {self.seed}, {self.dtype}; "
+            f"proposal {self.proposal.name}, seed {self.seed}, {self.dtype}, "
+            f"blocks of {self.block}; "
             f"plan {self.digest[:12]}"
         )
         return text + "".join(f"; chosen: {choice.text()}" for choice in self.choices)
@@ -227,12 +237,16 @@ class Plan:
         )
 
     def log_weights(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """Log-weights ``[K, B]`` (float64) of ``x [B, ...]`` with dataset indices ``index``."""
-        return self.estimator.log_weights(self, x, index)
+        """Log-weights ``[K, B]`` (float64) of ``x [B, ...]`` with dataset indices ``index``,
+        computed in blocks of :attr:`block` examples."""
+        return in_blocks(partial(self.estimator.log_weights, self), self.block, x, index)
 
     def estimate(self, x: torch.Tensor, index: torch.Tensor) -> Estimate:
-        """Per-example estimates of ``x [B, ...]`` with dataset indices ``index [B]``."""
-        return self.estimator.estimate(self, x, index)
+        """Per-example estimates of ``x [B, ...]`` with dataset indices ``index [B]``, computed
+        in blocks of :attr:`block` examples."""
+        estimate = in_blocks(partial(self.estimator.estimate, self), self.block, x, index)
+        self.estimator.notice(estimate)
+        return estimate
 
 
 def value_settings(plan: Plan) -> dict[str, Any]:
@@ -241,7 +255,7 @@ def value_settings(plan: Plan) -> dict[str, Any]:
     settings = {  # as the estimator holds them (checked and converted), not as given
         key: getattr(plan.estimator, key, value)
         for key, value in plan.estimator.settings().items()
-        if key not in EXECUTION_SETTINGS + RECORDED_APART
+        if key not in RECORDED_APART
     }
     if isinstance(plan.estimator, AnnealedImportanceSampling):
         settings["prior_share"] = start_share(plan.proposal)
@@ -386,6 +400,7 @@ def resolve(
     seed: int | None = None,
     device: str | torch.device | None = None,
     batch_size: int | None = None,
+    block: int = DEFAULT_BLOCK,
     accept_rules: bool = False,
     fallback_to_encoder: bool = False,
     **settings: Any,
@@ -407,6 +422,9 @@ def resolve(
             when available). Not a value's business.
         batch_size: examples per call (default: the data loader's, else 100). Not a value's
             business either.
+        block: examples computed together in every network call (default 16; the last block
+            of a batch is filled up by repeating an example). Part of the values: it sets the
+            shapes the kernels see. A multiple of it as ``batch_size`` wastes nothing.
         accept_rules: let the automatic rules replace a proposal given here (the choice is
             still reported in the plan): for comparisons across proposals, and for commands
             whose proposal is their config's default rather than the user's.
@@ -464,6 +482,7 @@ def resolve(
         dtype=model_dtype(model),
         choices=choices,
         execution=execution,
+        block=checked_block(block),
         accept_rules=not strict,
         fallback_to_encoder=fallback_to_encoder,
     )
@@ -471,7 +490,14 @@ def resolve(
     return plan
 
 
+def checked_block(block: int) -> int:
+    """``block`` as examples per block: an integer >= 1."""
+    if isinstance(block, bool) or not isinstance(block, int) or block < 1:
+        raise ConfigError(f"block must be an integer >= 1 (examples per block), got {block!r}")
+    return block
+
+
 def with_execution(plan: Plan, **changes: Any) -> Plan:
-    """``plan`` with other execution settings (device, chunk size, batch size): the same values
-    and digest."""
+    """``plan`` with other execution settings (device, batch size): the same values and
+    digest."""
     return replace(plan, execution=replace(plan.execution, **changes))

@@ -52,6 +52,23 @@ class Proposal:
                 )
         return dict(vars(self))
 
+    def __repr__(self) -> str:
+        arguments = ", ".join(f"{key}={value!r}" for key, value in vars(self).items())
+        return f"{type(self).__name__}({arguments})"
+
+    def __eq__(self, other: object) -> bool:
+        """Equal proposals are of one class with equal settings (they draw alike); one whose
+        settings cannot be recorded equals itself only."""
+        if type(other) is not type(self):
+            return NotImplemented
+        try:
+            return self.settings() == other.settings()  # type: ignore[attr-defined]
+        except ConfigError:
+            return self is other
+
+    def __hash__(self) -> int:
+        return hash(type(self))
+
     def record(self) -> dict[str, Any]:
         """``{"name": ..., "settings": {...}}``: how a plan records this proposal."""
         return {"name": self.name, "settings": self.settings()}

@@ -167,13 +167,16 @@ class Quadrature(LogWeightEstimator):
             # NaN (no cell with any mass) counts as unconverged
             flagged=(~(grid_error <= self.tolerance)).double(),
         )
+        return estimate
+
+    def notice(self, estimate: Estimate) -> None:
+        """Warn where examples of a batch's estimate did not converge."""
         unconverged = int(estimate.flagged.sum())
         if unconverged:
             warnings.warn(
-                f"quadrature: {unconverged} of {x.shape[0]} examples changed by more than "
-                f"{self.tolerance} nats between spacings h and 2h or have mass at the box's edge "
-                f"(largest grid_error {estimate.grid_error.max().item():.3g}); raise "
+                f"quadrature: {unconverged} of {len(estimate.log_px)} examples changed by more "
+                f"than {self.tolerance} nats between spacings h and 2h or have mass at the box's "
+                f"edge (largest grid_error {estimate.grid_error.max().item():.3g}); raise "
                 "estimator.points or estimator.bound",
-                stacklevel=2,
+                stacklevel=3,
             )
-        return estimate
