@@ -33,6 +33,13 @@ def offline_env(monkeypatch):
     GlobalHydra.instance().clear()
 
 
+@pytest.fixture(autouse=True)
+def own_results_store(tmp_path, monkeypatch):
+    """Every test's commands keep their results store in the test's own folder (the default,
+    outputs/store.sqlite, would be shared by every test and the checkout)."""
+    monkeypatch.setenv("VAELIK_STORE", str(tmp_path / "store.sqlite"))
+
+
 def compose_config(
     name: str = "train", overrides: list[str] | None = None, output_dir: str = "out"
 ):

@@ -243,7 +243,7 @@ def test_bad_input_is_one_clear_error(user_model):
     with pytest.raises(ModelContractError, match="10 values, the data has 16"):
         vaelik.estimate(wrong_shape, x, num_samples=4)
     wrong_latent = from_functions(lambda x: (x[:, :3], x[:, :3]), net.decode, "bernoulli", 2)
-    with pytest.raises(ModelContractError, match=r"mean of shape \(12, 3\).*\[12, 2\]"):
+    with pytest.raises(ModelContractError, match=r"mean of shape \(\d+, 3\).*\[\d+, 2\]"):
         vaelik.estimate(wrong_latent, x, num_samples=4)
     broken = UserVAE()
     with torch.no_grad():

@@ -62,29 +62,35 @@ def test_values_do_not_depend_on_the_batch_or_the_subset(model_and_data, name, s
             assert torch.equal(
                 getattr(again, column).nan_to_num(7.0), getattr(whole, column).nan_to_num(7.0)
             ), (batch_size, column)
-    chosen = [17, 2, 9]  # another subset, in another order, with its own batch size
-    subset = vaelik.estimate(model, x, plan=plan, examples=chosen, batch_size=2).results
-    assert subset.index.tolist() == sorted(chosen)
-    assert torch.equal(subset.log_px, whole.log_px[sorted(chosen)])
+    # other subsets, in another order: every example at another place in its block
+    for chosen in (
+        [17, 2, 9],
+        list(range(NUM_EXAMPLES - 1, 0, -2)),
+        [i for i in range(21) if i % 3],
+    ):
+        subset = vaelik.estimate(model, x, plan=plan, examples=chosen, batch_size=2).results
+        assert subset.index.tolist() == sorted(chosen)
+        assert torch.equal(subset.log_px, whole.log_px[sorted(chosen)]), chosen
+        assert torch.equal(subset.ess, whole.ess[sorted(chosen)]), chosen
 
 
 def test_the_block_is_a_value_of_the_plan(model_and_data):
     model, _ = model_and_data
     default = vaelik.resolve(model, "importance", num_samples=4)
-    other = vaelik.resolve(model, "importance", num_samples=4, block=4)
-    assert default.block == 16 and default.values()["block"] == 16
-    assert other.digest != default.digest and "blocks of 4" in other.describe()
+    other = vaelik.resolve(model, "importance", num_samples=4, block=64)
+    assert default.block == 32 and default.values()["block"] == 32
+    assert other.digest != default.digest and "blocks of 64" in other.describe()
     # chunk_size shapes the decoder's calls: a value too
     assert vaelik.resolve(model, "importance", chunk_size=64).digest != default.digest
-    for bad in (0, -1, 2.5, True):
-        with pytest.raises(ConfigError, match="block must be an integer >= 1"):
+    for bad in (0, -1, 2.5, True, 20, 48):
+        with pytest.raises(ConfigError, match="block must be 1 or a multiple of 32"):
             vaelik.resolve(model, "importance", block=bad)
 
 
 def test_a_batch_is_rounded_up_to_whole_blocks(model_and_data):
-    """A batch of 1 would fill 15 of every 16 rows with copies: batches are whole blocks."""
+    """A batch of 1 would fill 31 of every 32 rows with copies: batches are whole blocks."""
     model, x = model_and_data
-    plan = vaelik.resolve(model, "importance", num_samples=2, block=8)
+    plan = vaelik.resolve(model, "importance", num_samples=2)
     calls = []
     original = plan.estimator.log_weights
 
@@ -94,4 +100,4 @@ def test_a_batch_is_rounded_up_to_whole_blocks(model_and_data):
 
     object.__setattr__(plan.estimator, "log_weights", counting)
     vaelik.estimate(model, x, plan=plan, batch_size=1)
-    assert calls == [8, 8, 8]  # 21 examples: two whole blocks and one filled up
+    assert calls == [32]  # 21 examples: one block, filled up

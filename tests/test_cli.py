@@ -8,6 +8,7 @@ import math
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -153,6 +154,59 @@ def test_eval_from_checkpoint_writes_table_and_summary(trained_run, tmp_path, mo
     assert flagged in printed.out and summary["flag_rule"] == "k-hat > 0.7"
     assert summary["flagged_share"] == summary["khat_share_above_0.7"]
     assert "25/25 examples" in printed.err
+
+
+def test_eval_run_again_reuses_the_store_s_rows(trained_run, tmp_path, monkeypatch, capsys):
+    """The same command run again computes nothing: every row comes from the results store,
+    and per_example.csv is the first run's, byte for byte."""
+    argv = [
+        f"ckpt_path={trained_run}/checkpoints/last.ckpt",
+        "estimator.num_samples=20",
+        "num_examples=20",
+        f"store={tmp_path / 'store.sqlite'}",
+    ]
+    run_cli(evaluate.main, [*argv, "batch_size=16", f"hydra.run.dir={tmp_path / 'a'}"], monkeypatch)
+    first = capsys.readouterr().out
+    assert "0 of 20 examples reused" in first
+    run_cli(evaluate.main, [*argv, "batch_size=5", f"hydra.run.dir={tmp_path / 'b'}"], monkeypatch)
+    again = capsys.readouterr()
+    assert "20 of 20 examples reused" in again.out and "20 from the store" in again.err
+    table = (tmp_path / "a" / "per_example.csv").read_bytes()
+    assert (tmp_path / "b" / "per_example.csv").read_bytes() == table
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert summary["reused"] == 20 and summary["store"] == str(tmp_path / "store.sqlite")
+
+
+def test_eval_shards_write_their_own_stores_and_the_whole_run_merges_them(
+    trained_run, tmp_path, monkeypatch, capsys
+):
+    """shard=I/N: disjoint parts into files of their own; the command without shard merges
+    them by union and computes nothing; the result is the one-process run's, bit for bit."""
+    store = tmp_path / "store.sqlite"
+    argv = [
+        f"ckpt_path={trained_run}/checkpoints/last.ckpt",
+        "estimator.num_samples=10",
+        "num_examples=30",
+        f"store={store}",
+    ]
+    for part in ("0/3", "1/3", "2/3", "1/3"):  # the second 1/3: run twice, no duplicates
+        run_cli(
+            evaluate.main, [*argv, f"shard={part}", f"hydra.run.dir={tmp_path / 's'}"], monkeypatch
+        )
+    assert sorted(p.name for p in tmp_path.glob("store.shard-*")) == [
+        f"store.shard-{i}-of-3.sqlite" for i in range(3)
+    ]
+    capsys.readouterr()
+    run_cli(evaluate.main, [*argv, f"hydra.run.dir={tmp_path / 'whole'}"], monkeypatch)
+    assert "30 of 30 examples reused" in capsys.readouterr().out
+    alone = [*argv[:-1], "store=null", f"hydra.run.dir={tmp_path / 'alone'}"]
+    run_cli(evaluate.main, alone, monkeypatch)
+    merged = (tmp_path / "whole" / "per_example.csv").read_bytes()
+    assert merged == (tmp_path / "alone" / "per_example.csv").read_bytes()
+    with sqlite3.connect(store) as connection:
+        assert connection.execute("SELECT COUNT(*) FROM rows").fetchone()[0] == 30
+    output = run_cli_failing(evaluate.main, [*argv, "shard=3/3"], monkeypatch, capsys)
+    assert "shard=3/3 is not I/N with 0 <= I < N" in user_error(output)
 
 
 @pytest.mark.parametrize(

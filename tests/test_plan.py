@@ -45,11 +45,11 @@ def test_the_digest_is_the_sha256_of_the_documented_canonical_values(three_d):
         "proposal": {"name": "encoder", "settings": {}},
         "seed": 3,
         "dtype": "float32",
-        "block": 16,
+        "block": 32,
     }
     assert plan.values() == expected
     text = (
-        '{"block":16,"dtype":"float32","estimator":"importance","format":2,"num_samples":500,'
+        '{"block":32,"dtype":"float32","estimator":"importance","format":2,"num_samples":500,'
         '"proposal":{"name":"encoder","settings":{}},"seed":3,"settings":{"chunk_size":null}}'
     )
     assert plan.digest == hashlib.sha256(text.encode()).hexdigest()
@@ -86,7 +86,7 @@ AIS = {"estimator": "ais", "num_samples": 8, "num_steps": 100, "seed": 3}
         (AIS, {"schedule": "linear"}),
         (AIS, {"prior_share": 0.5}),
         (AIS, {"chunk_size": 16}),
-        (AIS, {"block": 4}),
+        (AIS, {"block": 64}),
     ],
     ids=lambda value: "-".join(f"{k}={v}" for k, v in value.items()),
 )

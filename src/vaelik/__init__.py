@@ -27,6 +27,7 @@ from vaelik.evaluation.convergence import ConvergenceTable, convergence
 from vaelik.evaluation.estimate import Estimates, EstimatorChoice, ProposalChoice, estimate
 from vaelik.evaluation.indexed_data import EstimationData, ExampleChoice
 from vaelik.evaluation.results import PerExampleResults
+from vaelik.evaluation.store import Measurement, ResultStore
 from vaelik.inference.ais import AnnealedImportanceSampling
 from vaelik.inference.choices import estimator_names, make_estimator, make_proposal, proposal_names
 from vaelik.inference.estimators import Estimate, LogWeightEstimator, ResolvedPlan
@@ -53,6 +54,7 @@ __all__ = [
     "LatentPrior",
     "LogWeightEstimator",
     "MeasurableModel",
+    "Measurement",
     "ModelContractError",
     "PerExampleResults",
     "Plan",
@@ -60,6 +62,7 @@ __all__ = [
     "Proposal",
     "ProposalChoice",
     "ResolvedPlan",
+    "ResultStore",
     "Spread",
     "bdmc",
     "convergence",

@@ -25,14 +25,17 @@ from rich.progress import (
 
 
 @contextlib.contextmanager
-def example_progress(total: int, description: str, enabled: bool = True) -> Iterator[Callable]:
-    """Yield ``advance(n)``, to call after each batch of ``n`` examples; draw the bar meanwhile."""
+def example_progress(
+    total: int, description: str, enabled: bool = True, done: int = 0
+) -> Iterator[Callable]:
+    """Yield ``advance(n)``, to call after each batch of ``n`` examples; draw the bar meanwhile,
+    starting at ``done`` of ``total`` (examples found already done, say in a results store)."""
     if not enabled:
         yield lambda n: None
         return
     console = Console(stderr=True)
     if not console.is_terminal or console.is_dumb_terminal:
-        yield PlainProgress(total, description).advance
+        yield PlainProgress(total, description, done=done).advance
         return
     bar = Progress(
         TextColumn("{task.description}"),
@@ -46,7 +49,7 @@ def example_progress(total: int, description: str, enabled: bool = True) -> Iter
         transient=False,
     )
     with bar:
-        task = bar.add_task(description, total=total)
+        task = bar.add_task(description, total=total, completed=done)
         yield lambda n: bar.advance(task, n)
 
 
@@ -54,10 +57,14 @@ class PlainProgress:
     """Progress as plain lines, for a log file: ``label: done/total examples, 0:02:10, 0:05:00
     left``, at most every ``interval_s`` seconds and once at the end."""
 
-    def __init__(self, total: int, description: str, interval_s: float = 60.0) -> None:
+    def __init__(
+        self, total: int, description: str, interval_s: float = 60.0, done: int = 0
+    ) -> None:
         self.total, self.description, self.interval_s = total, description, interval_s
-        self.done = 0
+        self.done = self.found = done  # found: done before this process started
         self.start = self.last = time.monotonic()
+        if done:  # where it starts, said once (nothing more is said when nothing is left)
+            print(f"{description}: {done}/{total} examples", file=sys.stderr, flush=True)
 
     def advance(self, n: int) -> None:
         self.done += n
@@ -66,7 +73,8 @@ class PlainProgress:
             return
         self.last = now
         elapsed = now - self.start
-        left = elapsed * (self.total - self.done) / self.done if self.done else float("nan")
+        new = self.done - self.found
+        left = elapsed * (self.total - self.done) / new if new else float("nan")
         print(
             f"{self.description}: {self.done}/{self.total} examples, {clock(elapsed)},"
             f" {clock(left)} left",

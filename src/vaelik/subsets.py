@@ -50,3 +50,29 @@ def evenly_spaced(indices: Sequence[int], limit: int | None) -> list[int]:
         return items
     count = int(limit)
     return [items[i * len(items) // count] for i in range(count)]
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"I/N"`` as ``(I, N)`` with ``0 <= I < N`` (None for no sharding)."""
+    if text is None:
+        return None
+    part, _, count = str(text).partition("/")
+    try:
+        shard, shards = int(part), int(count)
+    except ValueError:
+        shard, shards = -1, 0
+    if not 0 <= shard < shards:
+        raise ConfigError(
+            f"shard={text} is not I/N with 0 <= I < N: shard=0/4 ... shard=3/4 are the four "
+            "disjoint parts of the examples"
+        )
+    return shard, shards
+
+
+def shard_of(indices: Sequence[int], shard: tuple[int, int] | None) -> list[int]:
+    """Part ``I`` of ``N`` of ``indices``: every N-th one from the I-th. The N parts are
+    disjoint and cover every index once, whatever N."""
+    if shard is None:
+        return list(indices)
+    part, parts = shard
+    return list(indices)[part::parts]

@@ -13,9 +13,10 @@ from vaelik.config import build
 from vaelik.evaluation.distributed import process_group, world
 from vaelik.evaluation.estimate import estimate
 from vaelik.evaluation.formatting import estimate_text, report_written
+from vaelik.evaluation.store import shard_path
 from vaelik.inference.ais import AUTO
 from vaelik.inference.plan import pick_device, resolve
-from vaelik.subsets import example_indices
+from vaelik.subsets import example_indices, parse_shard, shard_of
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -33,20 +34,38 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     plan = resolve(model, estimator, asked, device=device, batch_size=cfg.batch_size, **rules)
     print(f"plan: {plan.describe()}")
     dataset = datamodule.dataset(cfg.split)
-    indices = example_indices(dataset, cfg.num_examples)
+    shard = parse_shard(cfg.get("shard"))
+    indices = shard_of(example_indices(dataset, cfg.num_examples), shard)
+    store = cfg.get("store")
+    if store is not None and shard is not None:
+        store = shard_path(store, shard)  # a file of its own: no lock shared with other shards
     with process_group(device, cfg.get("dist_timeout_s", 300.0)):
         rank, _ = world()
-        estimates = estimate(model, dataset, plan=plan, examples=indices, progress=True)
+        estimates = estimate(
+            model,
+            dataset,
+            plan=plan,
+            examples=indices,
+            progress=True,
+            store=store,
+            split=cfg.split,
+        )
     summary = {
         **estimates.summary,
         "split": cfg.split,
         "checkpoint": str(Path(cfg.ckpt_path).resolve()),
+        **({"shard": f"{shard[0]}/{shard[1]}"} if shard else {}),
     }
     if rank == 0:
         output_dir = Path(cfg.paths.output_dir)
         estimates.summary = summary
         estimates.write(output_dir)
         print(f"{cfg.split}: {estimate_text(summary)}, {summary['seconds']:.1f} s")
+        if summary.get("store"):
+            print(
+                f"store {summary['store']}: {summary['reused']} of {summary['num_examples']} "
+                "examples reused, the rest computed and kept"
+            )
         report_written(output_dir)
     return summary
 

@@ -49,6 +49,7 @@ def table_settings(cfg: DictConfig) -> TableSettings:
         batch_size=int(cfg.batch_size),
         references=dict(cfg.get("references") or {}),
         reuse_importance=bool(cfg.get("reuse_importance", False)),
+        store=cfg.get("store"),
         data_dir=cfg.get("data_dir"),
         trusted_packages=list(cfg.get("trusted_packages") or ()),
         download=bool(cfg.get("download", False)),

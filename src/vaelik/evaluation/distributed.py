@@ -40,14 +40,7 @@ def gather_results(results: PerExampleResults) -> PerExampleResults:
             parts, {f.name: getattr(results, f.name).cpu() for f in fields(results)}
         )
         parts = [PerExampleResults(**part) for part in parts]
-    joined = {
-        f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in fields(PerExampleResults)
-    }
-    order = torch.argsort(joined["index"])
-    joined = {name: value[order] for name, value in joined.items()}
-    if joined["index"].unique().numel() != joined["index"].numel():
-        raise RuntimeError("an example was evaluated by two processes: the shards overlap")
-    return PerExampleResults(**joined)
+    return PerExampleResults.joined(parts)
 
 
 @contextmanager

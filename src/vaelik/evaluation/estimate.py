@@ -8,8 +8,9 @@ their own model::
     print(estimates.summary["log_px_mean"], estimates.summary["bpd"])
     estimates.write("results/")  # per_example.csv and summary.json, as vaelik-eval writes
 
-Examples keep their index in the data set as the key of their random stream, so the numbers do
-not depend on the batch size or on which examples are estimated with them. Under a process
+Examples keep their index in the data set as the key of their random stream, and a plan
+computes in blocks of fixed shape (:mod:`vaelik.inference.blocks`), so the numbers do not depend
+on the batch size or on which examples are estimated with them, bit for bit. Under a process
 group (torchrun, Lightning's DDP) each process estimates a disjoint share and every process gets
 all the results.
 """
@@ -22,7 +23,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from vaelik.evaluation.indexed_data import (
     indexed_examples,
 )
 from vaelik.evaluation.results import PerExampleResults
+from vaelik.evaluation.store import ResultStore, StoredRows, opened
 from vaelik.inference.estimators import Estimate, LogWeightEstimator
 from vaelik.inference.plan import Plan, pick_device, resolve, with_execution
 from vaelik.inference.proposals import Proposal
@@ -195,17 +197,21 @@ def visit_batches(
     visit: Callable[[torch.Tensor, torch.Tensor], None],
     progress: bool = False,
     label: str = "log p(x)",
+    done: int = 0,
 ) -> None:
     """Call ``visit(x [b, ...], index [b])`` on this process's share of ``examples``, batch by
     batch, with the model in eval mode on ``examples.device`` (:func:`placed_on`) and, with
-    ``progress``, a bar over examples on the first process."""
+    ``progress``, a bar over examples on the first process (starting at ``done``, the examples
+    found done already)."""
     rank, size = world()
     local = shard(examples.indices)
     loader = DataLoader(Subset(examples.dataset, local), batch_size=examples.batch_size)
     with (
         evaluation_mode(model),
         placed_on(model, examples.device),
-        example_progress(len(local), label + share_note(size), progress and rank == 0) as advance,
+        example_progress(
+            done + len(local), label + share_note(size), progress and rank == 0, done
+        ) as advance,
     ):
         for x, index in loader:
             index = torch.as_tensor(index)
@@ -226,6 +232,8 @@ def estimate(
     device: str | torch.device | None = None,
     seed: int | None = None,
     progress: bool = False,
+    store: str | Path | ResultStore | None = None,
+    split: str = "data",
 ) -> Estimates:
     """Estimate log p(x) of every example of ``data`` under ``model``.
 
@@ -254,6 +262,11 @@ def estimate(
             (the model back after it; logged at INFO level).
         seed: the seed mixed into every example's stream key (default: the estimator's, 0).
         progress: a progress bar over examples on standard error.
+        store: a results store (a path, made if missing, or a :class:`ResultStore`): the
+            rows it holds for these weights, this plan, ``split`` and this data are reused, and
+            every batch computed is committed to it as soon as it is done (a killed call,
+            called again, computes only what is missing; :mod:`vaelik.evaluation.store`).
+        split: the name the store keys these examples' rows under, beside the data's digest.
 
     Returns:
         :class:`Estimates`: per-example values, the summary (``log_px_mean``,
@@ -280,25 +293,33 @@ def estimate(
         )
     execution = plan.execution
     chosen = Examples.of(model, data, examples, execution.batch_size, execution.device, plan.block)
-    parts: list[tuple[torch.Tensor, Estimate]] = []
-    start = time.perf_counter()
-    visit_batches(
-        model,
-        chosen,
-        lambda x, index: parts.append((index, plan.estimate(x, index))),
-        progress,
-        plan.label,
-    )
-    # every example once, on every process, sorted by index
-    results = gather_results(PerExampleResults.concatenate(parts))
-    seconds = time.perf_counter() - start
+    with opened(store) as results_store:
+        kept = StoredRows.of(results_store, model, plan, chosen.dataset, chosen.indices, split)
+        todo = replace(chosen, indices=kept.missing(chosen.indices))
+        parts: list[tuple[torch.Tensor, Estimate]] = []
+
+        def visit(x: torch.Tensor, index: torch.Tensor) -> None:
+            began = time.perf_counter()
+            estimated = plan.estimate(x, index)
+            parts.append((index, estimated))
+            kept.add(index, estimated, time.perf_counter() - began, todo.device, plan.dtype)
+
+        start = time.perf_counter()
+        label = plan.label + (f", {len(kept.rows.index)} from the store" if kept.found else "")
+        visit_batches(model, todo, visit, progress, label, len(kept.rows.index))
+        # every example once, on every process, sorted by index
+        results = PerExampleResults.joined(
+            [gather_results(PerExampleResults.concatenate(parts)), kept.rows]
+        )
+        seconds = time.perf_counter() - start
     summary = {
         **results.summary(event_dims(chosen.dataset)),
         **plan.report(),
         "seconds": seconds,
-        "samples_per_second": len(chosen.indices) * plan.num_samples / seconds,
+        "samples_per_second": len(todo.indices) * plan.num_samples / seconds,
         "device": str(chosen.device),
         "processes": world()[1],
+        **kept.report(),
     }
     return Estimates(results, summary, plan)
 

@@ -46,6 +46,17 @@ class PerExampleResults(Estimate):
             **{name: torch.cat(values) for name, values in columns.items()},
         )
 
+    @classmethod
+    def joined(cls, parts: Sequence[PerExampleResults]) -> PerExampleResults:
+        """Several sets of rows as one, sorted by index; an index found twice raises (two
+        processes, or a stored and a computed row, overlapping)."""
+        joined = {f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in fields(cls)}
+        order = torch.argsort(joined["index"])
+        joined = {name: value[order] for name, value in joined.items()}
+        if joined["index"].unique().numel() != joined["index"].numel():
+            raise RuntimeError("an example was estimated twice: the shares overlap")
+        return cls(**joined)
+
     def summary(self, num_dims: int) -> dict[str, float | int | None]:
         """Mean log p(x) with its standard error, bits/dim of the mean, ESS and k-hat summaries."""
         log_px_mean, log_px_stderr = mean_and_stderr(self.log_px)

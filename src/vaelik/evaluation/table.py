@@ -97,6 +97,8 @@ class TableSettings:
         batch_size: examples per call (never changes the numbers).
         references: published log p(x) by model name, shown beside it.
         reuse_importance: keep an earlier row's IS figures (see :func:`measure`).
+        store: the results store whose rows are reused and to which new ones are committed
+            (:mod:`vaelik.evaluation.store`; None: none).
         data_dir, trusted_packages, download: how checkpoints are rebuilt
             (:func:`vaelik.models.restore.model_from_checkpoint`).
     """
@@ -113,13 +115,14 @@ class TableSettings:
     batch_size: int = 100
     references: Mapping[str, float] = field(default_factory=dict)
     reuse_importance: bool = False
+    store: str | Path | None = None
     data_dir: str | Path | None = None
     trusted_packages: Sequence[str] = ()
     download: bool = False
 
 
 @dataclass(frozen=True)
-class Measurement:
+class MeasuredRow:
     """One checkpoint measured: its table row, and what a person should be told about how it
     was measured (the automatic choices made, stored settings ignored), one line each."""
 
@@ -160,7 +163,7 @@ def recorded_path(path: Path) -> str:
         return str(absolute)
 
 
-def measure(name: str, path: Path, settings: TableSettings) -> Measurement:
+def measure(name: str, path: Path, settings: TableSettings) -> MeasuredRow:
     """One row of the table for the checkpoint at ``path``, measured as ``settings`` say.
 
     With ``settings.reuse_importance``, the IS figures of an earlier row of the same model (same
@@ -215,6 +218,8 @@ def measure(name: str, path: Path, settings: TableSettings) -> Measurement:
         examples=ais_indices if earlier else indices,
         device=device,
         progress=True,
+        store=settings.store,
+        split=settings.split,
     ).results
     if earlier:
         row.update({column: earlier[column] for column in IMPORTANCE_COLUMNS})
@@ -234,7 +239,14 @@ def measure(name: str, path: Path, settings: TableSettings) -> Measurement:
     row["ais_disagree_share"] = None
     if ais_indices:
         annealed = estimate(
-            model, dataset, plan=ais_plan, examples=ais_indices, device=device, progress=True
+            model,
+            dataset,
+            plan=ais_plan,
+            examples=ais_indices,
+            device=device,
+            progress=True,
+            store=settings.store,
+            split=settings.split,
         ).results
         gaps = annealed.log_px - matching(results, annealed.index)
         row["ais_gap"], row["ais_gap_stderr"] = mean_and_stderr(gaps)
@@ -257,7 +269,7 @@ def measure(name: str, path: Path, settings: TableSettings) -> Measurement:
     row["val_log_px_last"] = last_value(curve, "val/log_px")
     row["val_log_px_trend"] = trend(curve, "val/log_px")
     row["val_elbo_trend"] = trend(curve, "val/elbo")
-    return Measurement(row, notes)
+    return MeasuredRow(row, notes)
 
 
 #: the columns that IS over the whole split measures (kept by ``reuse_importance``)

@@ -22,7 +22,13 @@ import torch
 from vaelik.errors import ConfigError, SettingError
 from vaelik.inference.estimators import LogWeightEstimator, ResolvedPlan
 from vaelik.inference.joint_gradient import JointGradient, gradient_of
-from vaelik.inference.log_weights import BatchChunk, batch_chunks, check_finite, check_positive
+from vaelik.inference.log_weights import (
+    BatchChunk,
+    batch_chunks,
+    check_finite,
+    check_positive,
+    even_rows,
+)
 from vaelik.inference.proposals import Proposal
 from vaelik.inference.streams import Draws, substream_keys
 from vaelik.models.frozen import frozen
@@ -208,7 +214,7 @@ class AnnealedImportanceSampling(LogWeightEstimator):
         example) pairs: forward from the start distribution, or, given ``z_exact [B, L]``,
         backwards from it. Log-weights ``[K, B]`` in float64."""
         model, proposal = plan.model, plan.proposal
-        rows = max(1, self.pairs_per_pass(x.device) // plan.num_samples)
+        rows = even_rows(x.shape[0], self.pairs_per_pass(x.device) // plan.num_samples)
         log_w = torch.empty(plan.num_samples, x.shape[0], dtype=torch.float64, device=x.device)
         with frozen(model):  # no parameter changes in here
             with torch.no_grad():

@@ -9,10 +9,13 @@ blocks of exactly ``block`` examples: a batch is cut into blocks, and the last b
 up by repeating its last example (whose copies are computed and dropped). Within a block, the
 estimators' own chunking depends only on the block, K and ``chunk_size``, so every call has
 the same shapes. Rows of one call do not depend on each other's values (the model is in eval
-mode), only on the call's shape.
+mode), only on the call's shape and on where in it they are: an elementwise kernel computes
+the remainder after its last whole vectors with scalar code, whose rounding may differ, so a
+block is 1 example (always at the same place) or a multiple of :data:`VECTOR_ROWS` (no
+remainder in any tensor with the examples as a dimension).
 
-The cost: at most ``block - 1`` repeated examples per batch (none where the batch size is a
-multiple of ``block``).
+The cost: at most ``block - 1`` repeated examples per batch and process (none where the
+batch size is a multiple of ``block``).
 """
 
 from __future__ import annotations
@@ -23,13 +26,34 @@ from typing import TypeVar
 
 import torch
 
+from vaelik.errors import ConfigError
 from vaelik.inference.estimators import Estimate
 
+#: a block other than 1 must be a multiple of this: then every tensor with the examples as a
+#: dimension has a multiple of 32 elements, and no example falls in the scalar remainder that
+#: vectorised CPU kernels (two AVX-512 vectors of floats: 32) compute with other rounding
+VECTOR_ROWS = 32
 #: examples per block: small enough that a call on a few examples wastes little, large enough
 #: that the kernels run their batched paths (docs/benchmarks.md measures the cost)
-DEFAULT_BLOCK = 16
+DEFAULT_BLOCK = 32
 
 Result = TypeVar("Result", torch.Tensor, Estimate)
+
+
+def checked_block(block: int) -> int:
+    """``block`` as examples per block: 1, or a multiple of :data:`VECTOR_ROWS`."""
+    if (
+        isinstance(block, bool)
+        or not isinstance(block, int)
+        or block < 1
+        or (block != 1 and block % VECTOR_ROWS)
+    ):
+        raise ConfigError(
+            f"block must be 1 or a multiple of {VECTOR_ROWS} (examples per block), got "
+            f"{block!r}: other sizes leave examples in the kernels' scalar remainder, whose "
+            "rounding depends on where an example falls"
+        )
+    return block
 
 
 def filled(tensor: torch.Tensor, size: int) -> torch.Tensor:

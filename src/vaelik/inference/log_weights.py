@@ -47,6 +47,12 @@ def default_chunk_size(device: torch.device) -> int:
     return CPU_CHUNK if device.type == "cpu" else DEVICE_CHUNK
 
 
+def even_rows(batch: int, limit: int) -> int:
+    """The examples per chunk of a batch of ``batch``: the largest divisor of ``batch`` that is
+    at most ``limit`` (at least 1), so that every chunk of a block has the same shape."""
+    return max(d for d in range(1, min(batch, max(1, limit)) + 1) if batch % d == 0)
+
+
 def check_positive(name: str, value: object) -> int:
     """Return ``value`` if it is an integer >= 1, else raise a :class:`SettingError` naming the
     setting ``name`` (the caller's own name for it; see :meth:`SettingError.under`)."""
@@ -153,7 +159,7 @@ def importance_log_weights(
         seed: the run's seed, mixed into every example's stream key.
     """
     batch = x.shape[0]
-    rows = min(batch, chunk_size)
+    rows = even_rows(batch, chunk_size)
     draws_per_pass = max(1, chunk_size // rows)
     log_w = torch.empty(num_samples, batch, dtype=torch.float64, device=x.device)
     with frozen(model):  # no parameter changes in here: tanh MLPs fold, priors hold components

@@ -48,7 +48,7 @@ import torch
 
 from vaelik.errors import ConfigError, UnsupportedCombinationError
 from vaelik.inference.ais import AUTO, AnnealedImportanceSampling, StratifiedStart
-from vaelik.inference.blocks import DEFAULT_BLOCK, in_blocks
+from vaelik.inference.blocks import DEFAULT_BLOCK, checked_block, in_blocks
 from vaelik.inference.choices import (
     estimator_names,
     make_estimator,
@@ -422,7 +422,7 @@ def resolve(
             when available). Not a value's business.
         batch_size: examples per call (default: the data loader's, else 100). Not a value's
             business either.
-        block: examples computed together in every network call (default 16; the last block
+        block: examples computed together in every network call (default 32; the last block
             of a batch is filled up by repeating an example). Part of the values: it sets the
             shapes the kernels see. A multiple of it as ``batch_size`` wastes nothing.
         accept_rules: let the automatic rules replace a proposal given here (the choice is
@@ -488,13 +488,6 @@ def resolve(
     )
     plan.digest  # noqa: B018 - every value recordable, checked now rather than in a report
     return plan
-
-
-def checked_block(block: int) -> int:
-    """``block`` as examples per block: an integer >= 1."""
-    if isinstance(block, bool) or not isinstance(block, int) or block < 1:
-        raise ConfigError(f"block must be an integer >= 1 (examples per block), got {block!r}")
-    return block
 
 
 def with_execution(plan: Plan, **changes: Any) -> Plan:
