@@ -227,3 +227,39 @@ def test_concurrent_writers_lose_and_duplicate_nothing(model_and_data, tmp_path)
     alone = vaelik.estimate(model, x, plan=plan)
     shared = vaelik.estimate(model, x, plan=plan, store=store)
     assert shared.summary["reused"] == 40 and columns_equal(shared.results, alone.results)
+
+
+def test_weights_with_zero_dimensional_buffers_have_a_digest():
+    """BatchNorm's num_batches_tracked is a 0-dim int64 tensor."""
+    from torch import nn
+
+    from vaelik.evaluation.store import weights_digest
+
+    norm = nn.BatchNorm1d(3)
+    before = weights_digest(norm)
+    norm.num_batches_tracked += 1
+    assert weights_digest(norm) != before
+
+
+def test_shard_files_are_read_only_merged_once_and_sqlite_side_files_ignored(
+    model_and_data, tmp_path
+):
+    from vaelik.evaluation.store import shard_files, shard_path
+
+    model, x = model_and_data
+    store = tmp_path / "store"  # no suffix: SQLite's -wal and -shm files share the prefix
+    shards = [shard_path(store, (i, 2)) for i in range(2)]
+    for i, path in enumerate(shards):
+        vaelik.estimate(model, x, num_samples=6, examples=range(i, 40, 2), store=path)
+    (tmp_path / "store.shard-0-of-2-wal").write_bytes(b"")
+    assert shard_files(store) == shards
+    contents = [path.read_bytes() for path in shards]
+    merged = vaelik.estimate(model, x, num_samples=6, store=store)
+    assert merged.summary["reused"] == 40
+    assert [path.read_bytes() for path in shards] == contents  # never written to
+    with ResultStore(store) as opened_again:
+        assert opened_again.merge(shards[0]) == 0  # merged once: not again
+        measurement = Measurement.of(model, merged.plan, x, "data")
+        assert len(opened_again.batches(measurement)) == len(
+            {b["id"] for b in opened_again.batches(measurement)}
+        )

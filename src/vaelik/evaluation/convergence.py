@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -147,7 +148,7 @@ def convergence(
     if not list(ks):
         raise ConfigError("ks is empty: give the K values to compare, e.g. [1, 10, 100]")
     plans = distinct_lines(model, estimators, proposals, seed)
-    block = max(plan.block for plan in plans)
+    block = math.lcm(*(plan.block for plan in plans))
     chosen = Examples.of(model, data, examples, batch_size, device, block)
     rows: list[dict[str, Any]] = []
     for plan in plans:

@@ -21,6 +21,13 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
+def synchronize() -> None:
+    """Wait for every process of the group (nothing without one): what every process read
+    before it (a results store's rows) is then the same snapshot for all."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def shard(indices: Sequence[int]) -> list[int]:
     """This process's share of ``indices``: every world-size-th one, from its rank. Shares are
     disjoint and cover every index once (no padding, unlike a DistributedSampler)."""

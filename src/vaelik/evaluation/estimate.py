@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from vaelik.errors import ConfigError
-from vaelik.evaluation.distributed import gather_results, shard, world
+from vaelik.evaluation.distributed import gather_results, shard, synchronize, world
 from vaelik.evaluation.indexed_data import (
     EstimationData,
     ExampleChoice,
@@ -294,7 +294,10 @@ def estimate(
     execution = plan.execution
     chosen = Examples.of(model, data, examples, execution.batch_size, execution.device, plan.block)
     with opened(store) as results_store:
-        kept = StoredRows.of(results_store, model, plan, chosen.dataset, chosen.indices, split)
+        kept = StoredRows.of(
+            results_store, model, plan, chosen.dataset, chosen.indices, split, chosen.device
+        )
+        synchronize()  # every process has read the store before any writes to it
         todo = replace(chosen, indices=kept.missing(chosen.indices))
         parts: list[tuple[torch.Tensor, Estimate]] = []
 
@@ -311,6 +314,8 @@ def estimate(
         results = PerExampleResults.joined(
             [gather_results(PerExampleResults.concatenate(parts)), kept.rows]
         )
+        if results.index.tolist() != sorted(chosen.indices):
+            raise RuntimeError("the examples estimated are not those chosen: a share was lost")
         seconds = time.perf_counter() - start
     summary = {
         **results.summary(event_dims(chosen.dataset)),

@@ -4,10 +4,11 @@ determines them.
 A row is one example's values (the columns of :class:`~vaelik.inference.estimators.Estimate`)
 under a **measurement key**: the sha256 of the weights' digest (:func:`weights_digest`, their
 content, not their path), the plan's digest (:attr:`vaelik.Plan.digest`: estimator, settings, K,
-proposal used, seed, dtype, block), the split's name and the data's digest
-(:func:`data_digest`, the examples' content). With the example's index, that key determines the
-value bit for bit (docs/reference/reproducibility.md), so a row found in the store is the value
-a new computation would give: a rerun computes only the rows that are missing.
+proposal used, seed, dtype, block, chunk size), the split's name, the data's digest
+(:func:`data_digest`, the examples' content) and the :func:`environment` (device type, torch
+version, CPU threads). With the example's index, that key determines the value bit for bit
+(docs/reference/reproducibility.md), so a row found in the store is the value a new computation
+would give: a rerun computes only the rows that are missing.
 
 The store is one SQLite file in WAL mode (standard library, no server). Each batch's rows and
 its provenance (vaelik version, git commit when there is one, machine, torch version, device,
@@ -18,9 +19,9 @@ from a newer schema is refused in one line naming it, and never written to.
 
 Schema (version :data:`SCHEMA_VERSION`)::
 
-    meta(key TEXT PRIMARY KEY, value TEXT)             -- schema_version, created_by
+    meta(key TEXT PRIMARY KEY, value TEXT)    -- schema_version, store_id, merged:... marks
     measurements(key TEXT PRIMARY KEY, weights TEXT, plan TEXT, split TEXT, data TEXT,
-                 plan_json TEXT, created_at TEXT)
+                 plan_json TEXT, environment TEXT, created_at TEXT)
     batches(id INTEGER PRIMARY KEY, measurement TEXT, rows INTEGER, seconds REAL,
             vaelik_version TEXT, git_commit TEXT, machine TEXT, torch_version TEXT,
             device TEXT, dtype TEXT, written_at TEXT)
@@ -35,8 +36,10 @@ import contextlib
 import hashlib
 import json
 import math
+import re
 import sqlite3
 import subprocess
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
@@ -59,7 +62,7 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS measurements (key TEXT PRIMARY KEY, weights TEXT NOT NULL, "
     "plan TEXT NOT NULL, split TEXT NOT NULL, data TEXT NOT NULL, plan_json TEXT NOT NULL, "
-    "created_at TEXT NOT NULL)",
+    "environment TEXT NOT NULL, created_at TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS batches (id INTEGER PRIMARY KEY, measurement TEXT NOT NULL, "
     "rows INTEGER NOT NULL, seconds REAL NOT NULL, vaelik_version TEXT, git_commit TEXT, "
     "machine TEXT, torch_version TEXT, device TEXT, dtype TEXT, written_at TEXT NOT NULL)",
@@ -67,6 +70,15 @@ SCHEMA = (
     + ", ".join(f"{column} REAL" for column in VALUE_COLUMNS)
     + ", batch INTEGER NOT NULL, PRIMARY KEY (measurement, example))",
 )
+
+
+#: SQLite's words for faults that are not the file's content, and what to do about each
+FAULTS = {
+    "locked": "another process held it for over a minute; run again, or give another store=PATH",
+    "readonly": "it is read-only; give store=PATH of a writable file, or store=null for none",
+    "full": "the disk is full; free space, or give store=PATH on another disk",
+    "unable to open": "its folder cannot be written; give store=PATH in a writable folder",
+}
 
 
 class StoreError(VaelikError):
@@ -83,16 +95,21 @@ def weights_digest(model: Any) -> str:
             f"a {type(model).__name__} has no state_dict(), so its weights cannot be named: "
             "estimate it without a store (store=None)"
         )
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(f"{type(model).__module__}.{type(model).__qualname__}".encode())
     for name, value in sorted(state().items()):
         digest.update(name.encode())
         if isinstance(value, torch.Tensor):
-            tensor = value.detach().cpu().contiguous()
-            digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
-            digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+            digest.update(tensor_bytes(value))
         else:
             digest.update(repr(value).encode())
     return digest.hexdigest()
+
+
+def tensor_bytes(tensor: torch.Tensor) -> bytes:
+    """A tensor's dtype, shape and content as bytes (a 0-dim tensor too)."""
+    flat = tensor.detach().cpu().contiguous().reshape(-1)
+    content = flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
+    return f"{tensor.dtype}{tuple(tensor.shape)}".encode() + content
 
 
 def data_digest(dataset: Any) -> str:
@@ -101,16 +118,22 @@ def data_digest(dataset: Any) -> str:
     source = getattr(dataset, "source", dataset)
     digest = hashlib.sha256()
     if isinstance(source, torch.Tensor):
-        tensor = source.detach().cpu().contiguous()
-        digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes())
+        digest.update(tensor_bytes(source))
         return digest.hexdigest()
     for position in range(len(dataset)):
         item = dataset[position]
-        x = torch.as_tensor(item[0] if isinstance(item, tuple | list) else item).contiguous()
-        digest.update(f"{x.dtype}{tuple(x.shape)}".encode())
-        digest.update(x.view(torch.uint8).numpy().tobytes())
+        digest.update(
+            tensor_bytes(torch.as_tensor(item[0] if isinstance(item, tuple | list) else item))
+        )
     return digest.hexdigest()
+
+
+def environment(device: torch.device | str) -> str:
+    """What, beyond the weights and the plan, sets the kernels a value was computed with: the
+    device type, the torch version and the number of CPU threads (a CPU kernel splits its work
+    by thread, and a split's remainder rounds otherwise). Rows are reused only within one."""
+    kind = torch.device(device).type
+    return f"{kind}, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 @dataclass(frozen=True)
@@ -122,23 +145,28 @@ class Measurement:
     split: str
     data: str
     plan_json: str
+    environment: str = ""
 
     @classmethod
-    def of(cls, model: Any, plan: Any, dataset: Any, split: str) -> Measurement:
+    def of(
+        cls, model: Any, plan: Any, dataset: Any, split: str, device: torch.device | str = "cpu"
+    ) -> Measurement:
         """The measurement of ``plan`` (a :class:`vaelik.Plan`) on ``model``'s weights and the
-        examples of ``dataset``, named ``split``."""
+        examples of ``dataset``, named ``split``, computed on ``device`` (its
+        :func:`environment`)."""
         return cls(
             weights=weights_digest(model),
             plan=plan.digest,
             split=str(split),
             data=data_digest(dataset),
             plan_json=json.dumps(plan.values(), sort_keys=True),
+            environment=environment(device),
         )
 
     @property
     def key(self) -> str:
-        """sha256 of the four digests: the rows' key."""
-        text = json.dumps([self.weights, self.plan, self.split, self.data])
+        """sha256 of the four digests and the environment: the rows' key."""
+        text = json.dumps([self.weights, self.plan, self.split, self.data, self.environment])
         return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -198,6 +226,10 @@ class ResultStore:
         self._provenance: dict[str, Any] | None = None
 
     def _unusable(self, error: sqlite3.Error) -> str:
+        text = str(error)
+        for cause, fix in FAULTS.items():
+            if cause in text:
+                return f"store {self.path} cannot be used ({text}): {fix}"
         return (
             f"store {self.path} cannot be used ({error}): it is not a vaelik results store, or "
             "it is corrupt or truncated. It was left as it is: move it away, or give another "
@@ -235,6 +267,9 @@ class ResultStore:
             connection.execute(
                 "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
+            connection.execute(  # names this store in the marks of the stores merged into
+                "INSERT OR IGNORE INTO meta VALUES ('store_id', ?)", (uuid.uuid4().hex,)
+            )
             # a write now: a read-only file or a full disk fails here, not after a batch
             connection.execute("INSERT OR REPLACE INTO meta VALUES ('last_opened', ?)", (now(),))
 
@@ -245,7 +280,8 @@ class ResultStore:
         try:
             yield
         except BaseException:
-            connection.execute("ROLLBACK")
+            if connection.in_transaction:  # SQLite may have rolled back already
+                connection.execute("ROLLBACK")
             raise
         connection.execute("COMMIT")
 
@@ -262,7 +298,7 @@ class ResultStore:
         """Record ``measurement`` (once)."""
         with self._guarded(), self._transaction():
             self._connection.execute(
-                "INSERT OR IGNORE INTO measurements VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO measurements VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     measurement.key,
                     measurement.weights,
@@ -270,6 +306,7 @@ class ResultStore:
                     measurement.split,
                     measurement.data,
                     measurement.plan_json,
+                    measurement.environment,
                     now(),
                 ),
             )
@@ -339,29 +376,24 @@ class ResultStore:
     def merge(self, other: str | Path) -> int:
         """Copy every row of the store ``other`` that this one lacks, with its measurement and
         its batch's provenance (a union: rows already here are kept). Returns the rows added.
-        A file merged once and unchanged since is not read again."""
-        source = ResultStore(other)  # checked as any store is
-        marker = f"merged:{source.path.resolve()}:{source.path.stat().st_size}"
-        try:
-            with self._guarded():
-                if self._connection.execute(
-                    "SELECT 1 FROM meta WHERE key = ?", (marker,)
-                ).fetchone():
-                    return 0
-            added = 0
-            with source._guarded():
-                measurements = source._connection.execute("SELECT * FROM measurements").fetchall()
-                batches = source._connection.execute("SELECT * FROM batches").fetchall()
-                rows = source._connection.execute("SELECT * FROM rows").fetchall()
-        finally:
-            source.close()
+        A file merged once and unchanged since is not merged again."""
+        snapshot = read_only_snapshot(Path(other))
+        if snapshot is None:
+            return 0
+        store_id, measurements, batches, rows = snapshot
+        last_batch = max((batch[0] for batch in batches), default=0)
+        marker = f"merged:{store_id}:{last_batch}:{len(rows)}"
+        with self._guarded():
+            if self._connection.execute("SELECT 1 FROM meta WHERE key = ?", (marker,)).fetchone():
+                return 0
+        added = 0
         by_batch: dict[int, list[tuple]] = {}
         for row in rows:
             by_batch.setdefault(row[-1], []).append(row)
         with self._guarded(), self._transaction():
             connection = self._connection
             connection.executemany(
-                "INSERT OR IGNORE INTO measurements VALUES (?, ?, ?, ?, ?, ?, ?)", measurements
+                "INSERT OR IGNORE INTO measurements VALUES (?, ?, ?, ?, ?, ?, ?, ?)", measurements
             )
             for batch in batches:
                 cursor = connection.execute(
@@ -417,9 +449,43 @@ def shard_path(store: str | Path, shard: tuple[int, int]) -> Path:
 
 
 def shard_files(store: str | Path) -> list[Path]:
-    """The shard stores written beside ``store`` (:func:`shard_path`), in name order."""
+    """The shard stores written beside ``store`` (:func:`shard_path`), in name order (not
+    SQLite's ``-wal`` and ``-shm`` files beside them)."""
     path = Path(store)
-    return sorted(path.parent.glob(f"{path.stem}.shard-*-of-*{path.suffix}"))
+    pattern = re.compile(re.escape(path.stem) + r"\.shard-\d+-of-\d+" + re.escape(path.suffix))
+    return sorted(p for p in path.parent.glob(f"{path.stem}.shard-*") if pattern.fullmatch(p.name))
+
+
+def read_only_snapshot(path: Path) -> tuple[str, list, list, list] | None:
+    """``(store_id, measurements, batches, rows)`` of the store at ``path``, read in one read
+    transaction of a read-only connection (a shard still writing is neither written to nor
+    read half-way); None when it has no rows yet. A file that is not a store raises
+    :class:`StoreError`."""
+    try:
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
+    except sqlite3.Error as error:
+        raise StoreError(f"shard store {path} cannot be read ({error})") from None
+    try:
+        connection.execute("BEGIN")
+        tables = {n for (n,) in connection.execute("SELECT name FROM sqlite_master")}
+        if not {"meta", "measurements", "batches", "rows"} <= tables:
+            raise StoreError(f"{path} is not a vaelik results store: move it away from the store")
+        found = connection.execute("SELECT value FROM meta WHERE key = 'store_id'").fetchone()
+        snapshot = (
+            found[0] if found else str(path.resolve()),
+            connection.execute("SELECT * FROM measurements").fetchall(),
+            connection.execute("SELECT * FROM batches").fetchall(),
+            connection.execute("SELECT * FROM rows").fetchall(),
+        )
+        connection.execute("COMMIT")
+    except sqlite3.Error as error:
+        raise StoreError(
+            f"shard store {path} cannot be read ({error}): it is not a vaelik results store, or "
+            "it is corrupt; move it away from the store"
+        ) from None
+    finally:
+        connection.close()
+    return snapshot if snapshot[3] else None
 
 
 @contextlib.contextmanager
@@ -451,12 +517,13 @@ class StoredRows:
         dataset: Any,
         indices: Sequence[int],
         split: str,
+        device: torch.device | str = "cpu",
     ) -> StoredRows:
         """The rows ``store`` holds of ``plan`` on ``model`` for ``indices`` of ``dataset``
         (named ``split``); none without a store."""
         if store is None:
             return cls(None, None, PerExampleResults.concatenate([]))
-        measurement = Measurement.of(model, plan, dataset, split)
+        measurement = Measurement.of(model, plan, dataset, split, device)
         store.register(measurement)
         return cls(store, measurement, store.rows(measurement, indices))
 

@@ -232,6 +232,7 @@ class Plan:
             self.requested,
             device=self.execution.device,
             batch_size=self.execution.batch_size,
+            block=self.block,
             accept_rules=self.accept_rules,
             fallback_to_encoder=self.fallback_to_encoder,
         )
