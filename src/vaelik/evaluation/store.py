@@ -81,6 +81,15 @@ FAULTS = {
 }
 
 
+#: one measurement, one batch's provenance (its id is SQLite's), one example's row
+INSERT_MEASUREMENT = "INSERT OR IGNORE INTO measurements VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+INSERT_BATCH = (
+    "INSERT INTO batches (measurement, rows, seconds, vaelik_version, git_commit, machine, "
+    "torch_version, device, dtype, written_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+INSERT_ROW = f"INSERT OR IGNORE INTO rows VALUES ({', '.join('?' * (len(VALUE_COLUMNS) + 3))})"
+
+
 class StoreError(VaelikError):
     """A store file that cannot be used: not a store, corrupt, of a newer schema, or not
     writable. The file is left as it is."""
@@ -298,7 +307,7 @@ class ResultStore:
         """Record ``measurement`` (once)."""
         with self._guarded(), self._transaction():
             self._connection.execute(
-                "INSERT OR IGNORE INTO measurements VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                INSERT_MEASUREMENT,
                 (
                     measurement.key,
                     measurement.weights,
@@ -348,9 +357,7 @@ class ResultStore:
         values = [getattr(estimate, name).detach().cpu().tolist() for name in VALUE_COLUMNS]
         with self._guarded(), self._transaction():
             cursor = self._connection.execute(
-                "INSERT INTO batches (measurement, rows, seconds, vaelik_version, git_commit, "
-                "machine, torch_version, device, dtype, written_at) VALUES "
-                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                INSERT_BATCH,
                 (
                     measurement.key,
                     len(index),
@@ -366,7 +373,7 @@ class ResultStore:
             )
             batch = cursor.lastrowid
             self._connection.executemany(
-                f"INSERT OR IGNORE INTO rows VALUES ({', '.join('?' * (len(VALUE_COLUMNS) + 3))})",
+                INSERT_ROW,
                 [
                     (measurement.key, int(i), *(column[n] for column in values), batch)
                     for n, i in enumerate(index.tolist())
@@ -392,19 +399,12 @@ class ResultStore:
             by_batch.setdefault(row[-1], []).append(row)
         with self._guarded(), self._transaction():
             connection = self._connection
-            connection.executemany(
-                "INSERT OR IGNORE INTO measurements VALUES (?, ?, ?, ?, ?, ?, ?, ?)", measurements
-            )
+            connection.executemany(INSERT_MEASUREMENT, measurements)
             for batch in batches:
-                cursor = connection.execute(
-                    "INSERT INTO batches (measurement, rows, seconds, vaelik_version, git_commit, "
-                    "machine, torch_version, device, dtype, written_at) VALUES "
-                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    batch[1:],
-                )
+                cursor = connection.execute(INSERT_BATCH, batch[1:])
                 before = connection.total_changes
                 connection.executemany(
-                    f"INSERT OR IGNORE INTO rows VALUES ({', '.join('?' * len(rows[0]))})",
+                    INSERT_ROW,
                     [(*row[:-1], cursor.lastrowid) for row in by_batch.get(batch[0], [])],
                 )
                 if connection.total_changes == before:  # every row here already: no batch
